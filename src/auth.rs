@@ -1,0 +1,55 @@
+//! Who is calling: turns request metadata and the connection's client certificate into an
+//! [`Actor`]. Never logs a credential.
+//!
+//! - `authorization: Bearer <token>` (or the scheme `Token`) with an `API` token: the
+//!   token's owner, with the token's scopes narrowed to the owner's role now.
+//! - `x-jeton-principal: <tenant>/<principal id>` on a connection that presented a client
+//!   certificate signed by the configured client CA (the TLS layer has verified it): that
+//!   principal with its stored role. On any other connection the header is ignored, and a
+//!   warning is logged.
+
+use crate::domain::{Actor, PrincipalId, TenantId};
+use crate::engine::{Engine, Error};
+use tonic::Request;
+
+pub const PRINCIPAL_HEADER: &str = "x-jeton-principal";
+
+pub async fn caller<T>(engine: &Engine, req: &Request<T>) -> Result<Actor, Error> {
+    let meta = req.metadata();
+    if let Some(on_behalf) = meta.get(PRINCIPAL_HEADER) {
+        let trusted = req.peer_certs().is_some_and(|certs| !certs.is_empty());
+        if trusted {
+            let value = on_behalf
+                .to_str()
+                .map_err(|_| Error::Unauthenticated("malformed x-jeton-principal"))?;
+            let (tenant, principal) = value.split_once('/').ok_or(Error::Unauthenticated(
+                "x-jeton-principal must be <tenant>/<principal id>",
+            ))?;
+            let tenant = TenantId::parse(tenant)
+                .map_err(|_| Error::Unauthenticated("malformed tenant in x-jeton-principal"))?;
+            let principal = PrincipalId::parse(principal)
+                .map_err(|_| Error::Unauthenticated("malformed principal in x-jeton-principal"))?;
+            return engine.act_for(&tenant, &principal).await;
+        }
+        tracing::warn!(
+            remote = ?req.remote_addr(),
+            "x-jeton-principal ignored: the connection presented no trusted client certificate"
+        );
+    }
+    let header = meta.get("authorization").ok_or(Error::Unauthenticated(
+        "missing credential: send authorization: Bearer <token>",
+    ))?;
+    let header = header
+        .to_str()
+        .map_err(|_| Error::Unauthenticated("malformed authorization header"))?;
+    let (scheme, token) = header
+        .trim()
+        .split_once(' ')
+        .ok_or(Error::Unauthenticated("malformed authorization header"))?;
+    if !(scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")) {
+        return Err(Error::Unauthenticated(
+            "authorization scheme must be Bearer or Token",
+        ));
+    }
+    engine.authenticate(token.trim()).await
+}

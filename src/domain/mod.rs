@@ -1,0 +1,23 @@
+//! The rules of DESIGN.md, with no I/O and no knowledge of protobuf or SQL.
+//!
+//! Values that cross the edge are parsed into the types of this module once (`TenantId`,
+//! `PrincipalId`, `TokenName`, `TokenString`, …); once such a value exists it is valid. The
+//! decisions — which scopes a new token may have, what a token grants now, who sees and
+//! revokes what, which status a token is in — are plain functions over these types.
+
+mod clock;
+mod names;
+mod principal;
+mod rules;
+mod scope;
+mod token;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use names::{NameError, PrincipalId, Subject, TenantId, TokenName};
+pub use principal::{Assignment, Principal, Role, Tenant};
+pub use rules::{Actor, Denied, judge, scopes_for_new_token};
+pub use scope::{Scope, ScopeSet, UnknownScope};
+pub use token::{
+    GeneratedToken, Namespace, Reason, TOKEN_LEN, Token, TokenId, TokenStatus, TokenString,
+    status_of,
+};

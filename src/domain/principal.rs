@@ -1,0 +1,109 @@
+//! Tenants, principals, roles and the scopes a role grants at a given moment.
+
+use super::{PrincipalId, Scope, ScopeSet, TenantId};
+use chrono::{DateTime, Utc};
+
+/// One customer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tenant {
+    pub id: TenantId,
+    pub display_name: String,
+    /// Tenant-specific endpoint handed back with every generated token.
+    pub api_url: String,
+}
+
+/// A role and the scopes it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Admin,
+    Operator,
+    Reader,
+}
+
+impl Role {
+    pub fn scopes(self) -> ScopeSet {
+        match self {
+            Role::Admin => ScopeSet::ALL,
+            Role::Operator => ScopeSet::of(&[Scope::Read, Scope::Write]),
+            Role::Reader => ScopeSet::of(&[Scope::Read]),
+        }
+    }
+}
+
+/// Whether a role is held permanently or must be activated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Assignment {
+    Active,
+    Eligible,
+}
+
+/// A user inside a tenant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub tenant: TenantId,
+    pub id: PrincipalId,
+    pub display_name: String,
+    pub role: Role,
+    pub assignment: Assignment,
+    /// End of the current activation of an eligible role; `None` when not activated.
+    pub activation_end: Option<DateTime<Utc>>,
+}
+
+impl Principal {
+    /// The scopes the principal holds at `now`: its role's, if the assignment is active or
+    /// an eligible role is activated until after `now`; none otherwise.
+    pub fn scopes_at(&self, now: DateTime<Utc>) -> ScopeSet {
+        match self.assignment {
+            Assignment::Active => self.role.scopes(),
+            Assignment::Eligible => match self.activation_end {
+                Some(end) if now < end => self.role.scopes(),
+                _ => ScopeSet::EMPTY,
+            },
+        }
+    }
+
+    /// The activation end reported to callers: only while an eligible role is activated.
+    pub fn current_activation_end(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        match (self.assignment, self.activation_end) {
+            (Assignment::Eligible, Some(end)) if now < end => Some(end),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeDelta;
+
+    fn principal(assignment: Assignment, end: Option<DateTime<Utc>>) -> Principal {
+        Principal {
+            tenant: TenantId::parse("contoso").unwrap(),
+            id: PrincipalId::parse("alice").unwrap(),
+            display_name: "Alice".into(),
+            role: Role::Operator,
+            assignment,
+            activation_end: end,
+        }
+    }
+
+    #[test]
+    fn eligible_grants_only_while_activated() {
+        let now = Utc::now();
+        let hour = TimeDelta::hours(1);
+        assert_eq!(
+            principal(Assignment::Active, None).scopes_at(now),
+            Role::Operator.scopes()
+        );
+        assert!(
+            principal(Assignment::Eligible, None)
+                .scopes_at(now)
+                .is_empty()
+        );
+        let p = principal(Assignment::Eligible, Some(now + hour));
+        assert_eq!(p.scopes_at(now), Role::Operator.scopes());
+        assert!(p.scopes_at(now + hour).is_empty());
+        assert_eq!(p.current_activation_end(now), Some(now + hour));
+        assert_eq!(p.current_activation_end(now + hour), None);
+    }
+}

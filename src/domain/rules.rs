@@ -1,0 +1,233 @@
+//! The decisions of DESIGN.md's rules 2, 3, 5, 7 and 8, as functions of plain values.
+
+use super::{Namespace, Principal, PrincipalId, Reason, Scope, ScopeSet, TenantId, Token};
+use chrono::{DateTime, Utc};
+
+/// Who is calling jeton, once authenticated, with the scopes they hold now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub tenant: TenantId,
+    pub principal: PrincipalId,
+    pub scopes: ScopeSet,
+}
+
+impl Actor {
+    pub fn is_admin(&self) -> bool {
+        self.scopes.contains(Scope::Admin)
+    }
+
+    /// Rule 5 and 8: admins see every token of their tenant, others only their own API
+    /// tokens; nobody sees another tenant's. Revoked tokens are seen by nobody.
+    pub fn can_see(&self, token: &Token) -> bool {
+        token.tenant == self.tenant
+            && token.revoked_at.is_none()
+            && (self.is_admin()
+                || (token.namespace == Namespace::Api
+                    && token.subject.as_str() == self.principal.as_str()))
+    }
+}
+
+/// Why a caller may not do what it asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error("the caller holds no scope now (role removed, or eligible and not activated)")]
+    NoScopes,
+    #[error("cannot grant scopes the caller does not hold: {0:?}")]
+    Raise(ScopeSet),
+    #[error("only admins manage log-collector and SIEM tokens")]
+    NotAdmin,
+}
+
+/// Rule 2 (and 7): the scopes of a new token. Empty `requested` means every scope the caller
+/// holds; asking for more than the caller holds is refused. Log-collector and SIEM tokens
+/// belong to the tenant and only admins create them.
+pub fn scopes_for_new_token(
+    actor: &Actor,
+    namespace: Namespace,
+    requested: ScopeSet,
+) -> Result<ScopeSet, Denied> {
+    if namespace != Namespace::Api && !actor.is_admin() {
+        return Err(Denied::NotAdmin);
+    }
+    if actor.scopes.is_empty() {
+        return Err(Denied::NoScopes);
+    }
+    if requested.is_empty() {
+        return Ok(actor.scopes);
+    }
+    if !requested.is_subset_of(actor.scopes) {
+        return Err(Denied::Raise(ScopeSet::of(
+            &requested
+                .iter()
+                .filter(|s| !actor.scopes.contains(*s))
+                .collect::<Vec<_>>(),
+        )));
+    }
+    Ok(requested)
+}
+
+/// Rules 3, 6, 7 and 9 for a token whose secret has already been verified: what it grants
+/// at `now` in `namespace`, given its owner as stored now (`None` when the owner was
+/// removed; ignored for tenant-owned namespaces).
+pub fn judge(
+    token: &Token,
+    owner: Option<&Principal>,
+    namespace: Namespace,
+    required: ScopeSet,
+    now: DateTime<Utc>,
+) -> Result<ScopeSet, Reason> {
+    if token.namespace != namespace {
+        return Err(Reason::WrongNamespace);
+    }
+    if token.revoked_at.is_some() {
+        return Err(Reason::Revoked);
+    }
+    if token.is_expired_at(now) {
+        return Err(Reason::Expired);
+    }
+    let effective = match token.namespace {
+        // Tenant-owned tokens do not lapse with anybody's role.
+        Namespace::LogCollector | Namespace::Siem => token.scopes,
+        Namespace::Api => {
+            let held = owner.map_or(ScopeSet::EMPTY, |p| p.scopes_at(now));
+            if held.is_empty() {
+                return Err(Reason::RoleInactive);
+            }
+            token.scopes.intersect(held)
+        }
+    };
+    if effective.is_empty() || !required.is_subset_of(effective) {
+        return Err(Reason::InsufficientScope);
+    }
+    Ok(effective)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Assignment, Role, Subject, TokenId, TokenName};
+    use chrono::TimeDelta;
+
+    fn actor(scopes: ScopeSet) -> Actor {
+        Actor {
+            tenant: TenantId::parse("contoso").unwrap(),
+            principal: PrincipalId::parse("alice").unwrap(),
+            scopes,
+        }
+    }
+
+    fn token(ns: Namespace, scopes: ScopeSet) -> Token {
+        Token {
+            id: TokenId::parse("0123456789abcdefghijkl").unwrap(),
+            tenant: TenantId::parse("contoso").unwrap(),
+            namespace: ns,
+            name: TokenName::parse("t").unwrap(),
+            subject: Subject::parse("alice").unwrap(),
+            creator: PrincipalId::parse("alice").unwrap(),
+            scopes,
+            created_at: Utc::now(),
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+        }
+    }
+
+    fn owner(role: Role) -> Principal {
+        Principal {
+            tenant: TenantId::parse("contoso").unwrap(),
+            id: PrincipalId::parse("alice").unwrap(),
+            display_name: "Alice".into(),
+            role,
+            assignment: Assignment::Active,
+            activation_end: None,
+        }
+    }
+
+    #[test]
+    fn new_token_scopes_never_exceed_the_issuer() {
+        let reader = actor(Role::Reader.scopes());
+        let write = ScopeSet::of(&[Scope::Write]);
+        assert_eq!(
+            scopes_for_new_token(&reader, Namespace::Api, ScopeSet::EMPTY),
+            Ok(Role::Reader.scopes())
+        );
+        assert_eq!(
+            scopes_for_new_token(&reader, Namespace::Api, write),
+            Err(Denied::Raise(write))
+        );
+        assert_eq!(
+            scopes_for_new_token(&reader, Namespace::Siem, ScopeSet::EMPTY),
+            Err(Denied::NotAdmin)
+        );
+        assert_eq!(
+            scopes_for_new_token(&actor(ScopeSet::EMPTY), Namespace::Api, ScopeSet::EMPTY),
+            Err(Denied::NoScopes)
+        );
+    }
+
+    #[test]
+    fn judge_narrows_to_the_owner_now() {
+        let now = Utc::now();
+        let t = token(Namespace::Api, Role::Operator.scopes());
+        let op = owner(Role::Operator);
+        let rd = owner(Role::Reader);
+        let read = ScopeSet::of(&[Scope::Read]);
+        let write = ScopeSet::of(&[Scope::Write]);
+        assert_eq!(
+            judge(&t, Some(&op), Namespace::Api, write, now),
+            Ok(Role::Operator.scopes())
+        );
+        assert_eq!(
+            judge(&t, Some(&rd), Namespace::Api, ScopeSet::EMPTY, now),
+            Ok(read)
+        );
+        assert_eq!(
+            judge(&t, Some(&rd), Namespace::Api, write, now),
+            Err(Reason::InsufficientScope)
+        );
+        assert_eq!(
+            judge(&t, None, Namespace::Api, read, now),
+            Err(Reason::RoleInactive)
+        );
+        assert_eq!(
+            judge(&t, Some(&op), Namespace::Siem, read, now),
+            Err(Reason::WrongNamespace)
+        );
+        let mut expiring = t.clone();
+        expiring.expires_at = Some(now);
+        assert_eq!(
+            judge(&expiring, Some(&op), Namespace::Api, read, now),
+            Err(Reason::Expired)
+        );
+        let mut revoked = t.clone();
+        revoked.revoked_at = Some(now - TimeDelta::seconds(1));
+        assert_eq!(
+            judge(&revoked, Some(&op), Namespace::Api, read, now),
+            Err(Reason::Revoked)
+        );
+    }
+
+    #[test]
+    fn tenant_tokens_ignore_principals() {
+        let t = token(Namespace::Siem, Role::Reader.scopes());
+        assert_eq!(
+            judge(&t, None, Namespace::Siem, ScopeSet::EMPTY, Utc::now()),
+            Ok(Role::Reader.scopes())
+        );
+    }
+
+    #[test]
+    fn visibility() {
+        let mut t = token(Namespace::Api, Role::Reader.scopes());
+        let mut bob = actor(Role::Operator.scopes());
+        bob.principal = PrincipalId::parse("bob").unwrap();
+        assert!(actor(Role::Reader.scopes()).can_see(&t));
+        assert!(!bob.can_see(&t));
+        assert!(actor(Role::Admin.scopes()).can_see(&t));
+        let mut other_tenant_admin = actor(Role::Admin.scopes());
+        other_tenant_admin.tenant = TenantId::parse("fabrikam").unwrap();
+        assert!(!other_tenant_admin.can_see(&t));
+        t.revoked_at = Some(Utc::now());
+        assert!(!actor(Role::Admin.scopes()).can_see(&t));
+    }
+}

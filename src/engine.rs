@@ -1,0 +1,473 @@
+//! The use cases: generate, list, revoke, validate, and the directory. Each one parses
+//! nothing (it receives domain types), asks the domain for the decision, and talks to the
+//! store, the hasher and the last-use buffer. It knows neither protobuf nor SQL.
+
+use crate::domain::{
+    Actor, Assignment, Clock, Denied, GeneratedToken, Namespace, Principal, PrincipalId, Reason,
+    Role, ScopeSet, Subject, Tenant, TenantId, Token, TokenId, TokenName, TokenStatus, TokenString,
+    judge, scopes_for_new_token, status_of,
+};
+use crate::hashing::{HashError, Hasher};
+use crate::last_use::LastUse;
+use crate::store::{Store, StoreError, TokenQuery};
+use chrono::{DateTime, TimeDelta, Utc};
+use std::sync::Arc;
+
+/// What can go wrong in a use case, one variant per answer a caller can get.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{field}: {message}")]
+    InvalidArgument {
+        field: &'static str,
+        message: String,
+    },
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error("{0}")]
+    NotFound(&'static str),
+    #[error("{0}")]
+    AlreadyExists(&'static str),
+    #[error("too many secret verifications in progress; retry shortly")]
+    Busy,
+    #[error("database unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
+}
+
+impl Error {
+    pub fn invalid(field: &'static str, message: impl ToString) -> Self {
+        Error::InvalidArgument {
+            field,
+            message: message.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(_) => Error::Unavailable(e),
+            e => Error::Internal(Box::new(e)),
+        }
+    }
+}
+
+impl From<HashError> for Error {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => Error::Busy,
+            e => Error::Internal(Box::new(e)),
+        }
+    }
+}
+
+impl From<Denied> for Error {
+    fn from(d: Denied) -> Self {
+        Error::PermissionDenied(d.to_string())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A token that passed validation: its metadata (with this use recorded) and what it grants.
+#[derive(Debug, Clone)]
+pub struct Validated {
+    pub token: Token,
+    pub effective: ScopeSet,
+}
+
+/// What `Generate` was asked for, already parsed.
+#[derive(Debug)]
+pub struct GenerateInput {
+    pub name: TokenName,
+    pub namespace: Namespace,
+    pub scopes: ScopeSet,
+    pub subject: Option<Subject>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// What `List` was asked for, already parsed.
+#[derive(Debug)]
+pub struct ListInput {
+    pub namespace: Namespace,
+    pub status: Option<TokenStatus>,
+    pub owner: Option<Subject>,
+    pub limit: u64,
+    pub after: Option<(DateTime<Utc>, TokenId)>,
+}
+
+#[derive(Clone)]
+pub struct Engine {
+    store: Store,
+    hasher: Hasher,
+    clock: Arc<dyn Clock>,
+    window: TimeDelta,
+    last_use: Arc<LastUse>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("window", &self.window)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    pub fn new(store: Store, hasher: Hasher, clock: Arc<dyn Clock>, window: TimeDelta) -> Self {
+        let last_use = Arc::new(LastUse::new(store.clone()));
+        Self {
+            store,
+            hasher,
+            clock,
+            window,
+            last_use,
+        }
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Rule 4, at this moment.
+    pub fn status(&self, token: &Token) -> TokenStatus {
+        status_of(token.last_used_at, self.now(), self.window)
+    }
+
+    pub fn last_use(&self) -> &LastUse {
+        &self.last_use
+    }
+
+    /// Creates a tenant with its first admin and returns that admin's first token.
+    pub async fn bootstrap(&self, tenant: Tenant, admin: PrincipalId) -> Result<GeneratedToken> {
+        let now = self.now();
+        let principal = Principal {
+            tenant: tenant.id.clone(),
+            display_name: admin.as_str().to_owned(),
+            id: admin.clone(),
+            role: Role::Admin,
+            assignment: Assignment::Active,
+            activation_end: None,
+        };
+        let (generated, hash) = self
+            .mint(
+                &tenant.id,
+                &admin,
+                GenerateInput {
+                    name: TokenName::parse("bootstrap")
+                        .map_err(|e| Error::Internal(Box::new(e)))?,
+                    namespace: Namespace::Api,
+                    scopes: Role::Admin.scopes(),
+                    subject: Some(admin.clone().into()),
+                    expires_at: None,
+                },
+            )
+            .await?;
+        match self
+            .store
+            .create_tenant(&tenant, &principal, &generated.token, &hash, now)
+            .await
+        {
+            Err(StoreError::Conflict) => Err(Error::AlreadyExists("tenant already exists")),
+            other => other.map_err(Error::from),
+        }?;
+        Ok(generated)
+    }
+
+    /// Makes a token string and its hash; writes nothing.
+    async fn mint(
+        &self,
+        tenant: &TenantId,
+        creator: &PrincipalId,
+        input: GenerateInput,
+    ) -> Result<(GeneratedToken, String)> {
+        let string =
+            TokenString::generate(input.namespace).map_err(|e| Error::Internal(Box::new(e)))?;
+        let hash = self.hasher.hash(string.secret().to_vec()).await?;
+        let token = Token {
+            id: string.id(),
+            tenant: tenant.clone(),
+            namespace: input.namespace,
+            name: input.name,
+            subject: input.subject.unwrap_or_else(|| creator.clone().into()),
+            creator: creator.clone(),
+            scopes: input.scopes,
+            created_at: self.now(),
+            last_used_at: None,
+            expires_at: input.expires_at,
+            revoked_at: None,
+        };
+        Ok((GeneratedToken { token, string }, hash))
+    }
+
+    /// Rules 1, 2, 7 and 9. Returns the new token (shown once) and the tenant's API URL.
+    pub async fn generate(
+        &self,
+        actor: &Actor,
+        input: GenerateInput,
+    ) -> Result<(GeneratedToken, String)> {
+        let now = self.now();
+        let scopes = scopes_for_new_token(actor, input.namespace, input.scopes)?;
+        let subject = match (input.namespace, input.subject) {
+            (Namespace::Api, None) => actor.principal.clone().into(),
+            (Namespace::Api, Some(s)) if s.as_str() == actor.principal.as_str() => s,
+            (Namespace::Api, Some(_)) => {
+                return Err(Error::invalid(
+                    "subject",
+                    "an API token always belongs to its caller: leave subject empty or name yourself",
+                ));
+            }
+            (_, Some(s)) => s,
+            (_, None) => {
+                return Err(Error::invalid(
+                    "subject",
+                    "log-collector and SIEM tokens need the collector or agent name",
+                ));
+            }
+        };
+        if input.expires_at.is_some_and(|t| t <= now) {
+            return Err(Error::invalid("expire_time", "must be in the future"));
+        }
+        let tenant = self
+            .store
+            .tenant(&actor.tenant)
+            .await?
+            .ok_or(Error::Unauthenticated(
+                "the caller's tenant no longer exists",
+            ))?;
+        let (generated, hash) = self
+            .mint(
+                &actor.tenant,
+                &actor.principal,
+                GenerateInput {
+                    scopes,
+                    subject: Some(subject),
+                    ..input
+                },
+            )
+            .await?;
+        self.store.insert_token(&generated.token, &hash).await?;
+        tracing::info!(token.id = %generated.token.id, tenant = %actor.tenant, actor = %actor.principal, "token generated");
+        Ok((generated, tenant.api_url))
+    }
+
+    /// Rule 5: one page of the tokens the actor may see, newest first, plus whether more
+    /// follow.
+    pub async fn list(&self, actor: &Actor, input: ListInput) -> Result<(Vec<Token>, bool)> {
+        if input.namespace != Namespace::Api && !actor.is_admin() {
+            return Err(Denied::NotAdmin.into());
+        }
+        let owner = match (actor.is_admin(), input.owner) {
+            (true, owner) => owner,
+            (false, None) => Some(actor.principal.clone().into()),
+            (false, Some(o)) if o.as_str() == actor.principal.as_str() => Some(o),
+            (false, Some(_)) => {
+                return Err(Error::PermissionDenied(
+                    "only admins list other principals' tokens".into(),
+                ));
+            }
+        };
+        // Listings on this replica include uses seen here up to this moment.
+        self.last_use.flush().await?;
+        let now = self.now();
+        let mut tokens = self
+            .store
+            .list_tokens(&TokenQuery {
+                tenant: &actor.tenant,
+                namespace: input.namespace,
+                subject: owner.as_ref().map(Subject::as_str),
+                status: input.status.map(|s| (s, now - self.window)),
+                after: input.after.as_ref().map(|(t, id)| (*t, id.as_str())),
+                limit: input.limit + 1,
+            })
+            .await?;
+        let more = tokens.len() as u64 > input.limit;
+        tokens.truncate(input.limit as usize);
+        Ok((tokens, more))
+    }
+
+    /// Rules 6 and 8: revokes a token the actor can see; anything else is "not found".
+    pub async fn revoke(&self, actor: &Actor, id: &TokenId) -> Result<()> {
+        const GONE: Error = Error::NotFound("no such token");
+        let token = self.store.token(id).await?.ok_or(GONE)?;
+        if !actor.can_see(&token) {
+            return Err(GONE);
+        }
+        if !self
+            .store
+            .revoke_token(&actor.tenant, id, &actor.principal, self.now())
+            .await?
+        {
+            return Err(GONE);
+        }
+        tracing::info!(token.id = %id, tenant = %actor.tenant, actor = %actor.principal, "token revoked");
+        Ok(())
+    }
+
+    /// Finds the token behind a presented string and checks its secret. Revoked and expired
+    /// tokens are returned too: the caller decides.
+    async fn verified(&self, presented: &TokenString) -> Result<Result<Token, Reason>> {
+        let id = presented.id();
+        let found = self.store.token_with_hash(&id).await?;
+        let (token, hash) = match found {
+            Some((t, h)) => (Some(t), Some(h)),
+            None => (None, None),
+        };
+        // An unknown id costs the same Argon2 work as a wrong secret.
+        let good = self
+            .hasher
+            .verify(presented.secret().to_vec(), hash)
+            .await?;
+        Ok(match token {
+            Some(t) if good && t.namespace == presented.namespace() => Ok(t),
+            _ => Err(Reason::NotFound),
+        })
+    }
+
+    /// The owner of an API token as stored now; tenant tokens have none.
+    async fn owner_of(&self, token: &Token) -> Result<Option<Principal>> {
+        match token.namespace {
+            Namespace::Api => Ok(self
+                .store
+                .principal(&token.tenant, token.subject.as_str())
+                .await?),
+            _ => Ok(None),
+        }
+    }
+
+    /// Rules 3, 6, 7 and 9: whether `presented` is good in `namespace` with `required`
+    /// scopes now. A good token's use is recorded.
+    pub async fn validate(
+        &self,
+        presented: &str,
+        namespace: Namespace,
+        required: ScopeSet,
+    ) -> Result<Result<Validated, Reason>> {
+        let Some(presented) = TokenString::parse(presented) else {
+            return Ok(Err(Reason::Malformed));
+        };
+        if presented.namespace() != namespace {
+            return Ok(Err(Reason::WrongNamespace));
+        }
+        let mut token = match self.verified(&presented).await? {
+            Ok(t) => t,
+            Err(r) => return Ok(Err(r)),
+        };
+        let owner = self.owner_of(&token).await?;
+        let now = self.now();
+        Ok(
+            match judge(&token, owner.as_ref(), namespace, required, now) {
+                Ok(effective) => {
+                    self.last_use.record(&token.id, now);
+                    token.last_used_at = Some(now);
+                    Ok(Validated { token, effective })
+                }
+                Err(r) => Err(r),
+            },
+        )
+    }
+
+    /// Who is calling with bearer token `presented`: the owner of a live API token, with the
+    /// token's scopes narrowed to the owner's now (possibly none, for an eligible owner
+    /// that is not activated: such a caller is known but may do nothing that needs a scope).
+    pub async fn authenticate(&self, presented: &str) -> Result<Actor> {
+        const BAD: Error = Error::Unauthenticated("invalid bearer token");
+        let presented = TokenString::parse(presented).ok_or(BAD)?;
+        if presented.namespace() != Namespace::Api {
+            return Err(BAD);
+        }
+        let token = self.verified(&presented).await?.map_err(|_| BAD)?;
+        let now = self.now();
+        if token.revoked_at.is_some() || token.is_expired_at(now) {
+            return Err(BAD);
+        }
+        let owner = self.owner_of(&token).await?.ok_or(BAD)?;
+        self.last_use.record(&token.id, now);
+        Ok(Actor {
+            scopes: token.scopes.intersect(owner.scopes_at(now)),
+            tenant: owner.tenant,
+            principal: owner.id,
+        })
+    }
+
+    /// A trusted frontend acting for `tenant/principal`: that principal's stored role now.
+    pub async fn act_for(&self, tenant: &TenantId, principal: &PrincipalId) -> Result<Actor> {
+        let p = self
+            .store
+            .principal(tenant, principal.as_str())
+            .await?
+            .ok_or(Error::Unauthenticated(
+                "unknown principal in x-jeton-principal",
+            ))?;
+        Ok(Actor {
+            scopes: p.scopes_at(self.now()),
+            tenant: p.tenant,
+            principal: p.id,
+        })
+    }
+
+    fn require_admin(actor: &Actor) -> Result<()> {
+        if actor.is_admin() {
+            Ok(())
+        } else {
+            Err(Error::PermissionDenied(
+                "the directory is managed by admins only".into(),
+            ))
+        }
+    }
+
+    /// Creates or replaces a principal of the actor's tenant. An eligible principal keeps a
+    /// running activation across a replace.
+    pub async fn put_principal(&self, actor: &Actor, mut p: Principal) -> Result<Principal> {
+        Self::require_admin(actor)?;
+        if p.tenant != actor.tenant {
+            return Err(Error::PermissionDenied(
+                "principals can be managed only in the caller's tenant".into(),
+            ));
+        }
+        let existing = self.store.principal(&p.tenant, p.id.as_str()).await?;
+        p.activation_end = match (p.assignment, existing) {
+            (Assignment::Eligible, Some(old)) => old.activation_end,
+            _ => None,
+        };
+        self.store.put_principal(&p, self.now()).await?;
+        tracing::info!(tenant = %p.tenant, principal = %p.id, role = ?p.role, assignment = ?p.assignment, actor = %actor.principal, "principal put");
+        Ok(p)
+    }
+
+    pub async fn get_principal(&self, actor: &Actor, id: &PrincipalId) -> Result<Principal> {
+        Self::require_admin(actor)?;
+        self.store
+            .principal(&actor.tenant, id.as_str())
+            .await?
+            .ok_or(Error::NotFound("no such principal"))
+    }
+
+    pub async fn list_principals(
+        &self,
+        actor: &Actor,
+        after: Option<&PrincipalId>,
+        limit: u64,
+    ) -> Result<(Vec<Principal>, bool)> {
+        Self::require_admin(actor)?;
+        let mut ps = self
+            .store
+            .principals(&actor.tenant, after.map(PrincipalId::as_str), limit + 1)
+            .await?;
+        let more = ps.len() as u64 > limit;
+        ps.truncate(limit as usize);
+        Ok((ps, more))
+    }
+
+    pub async fn delete_principal(&self, actor: &Actor, id: &PrincipalId) -> Result<()> {
+        Self::require_admin(actor)?;
+        if !self.store.delete_principal(&actor.tenant, id).await? {
+            return Err(Error::NotFound("no such principal"));
+        }
+        tracing::info!(tenant = %actor.tenant, principal = %id, actor = %actor.principal, "principal deleted");
+        Ok(())
+    }
+}

@@ -1,0 +1,189 @@
+//! Argon2id hashing and verification of token secrets, off the async worker threads.
+//!
+//! Every computation runs on tokio's blocking pool, and at most `max_concurrent` run at
+//! once: a flood of wrong secrets queues here instead of starving the runtime, and a caller
+//! that waits longer than `queue_timeout` for its turn is told to come back later. Verifying
+//! against an unknown id costs one full verification against a dummy hash made with the
+//! same parameters, so response times do not tell an attacker which ids exist.
+
+use argon2::{Algorithm, Argon2, Params, PasswordHasher, PasswordVerifier, Version};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
+
+/// Argon2id cost and the bound on concurrent computations.
+#[derive(Debug, Clone)]
+pub struct HashSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    pub max_concurrent: usize,
+    pub queue_timeout: Duration,
+}
+
+impl Default for HashSettings {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            queue_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// The server-side secret mixed into every hash (Argon2's `secret` input). Never printed.
+#[derive(Clone, Default)]
+pub struct Pepper(Arc<Vec<u8>>);
+
+impl Pepper {
+    pub fn new(bytes: Vec<u8>) -> Self {
+        Self(Arc::new(bytes))
+    }
+}
+
+impl std::fmt::Debug for Pepper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "Pepper(none)"
+        } else {
+            "Pepper(<redacted>)"
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HashError {
+    #[error("too many secret verifications in progress")]
+    Busy,
+    #[error("invalid Argon2 settings: {0}")]
+    Settings(String),
+    #[error("hashing failed: {0}")]
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Hasher {
+    params: Params,
+    pepper: Pepper,
+    permits: Arc<Semaphore>,
+    queue_timeout: Duration,
+    /// A hash of a random string with the current parameters, verified against when an id is
+    /// unknown so that the answer costs the same as a wrong secret.
+    dummy: Arc<str>,
+}
+
+impl Hasher {
+    pub fn new(settings: &HashSettings, pepper: Pepper) -> Result<Self, HashError> {
+        let params = Params::new(
+            settings.memory_kib,
+            settings.iterations,
+            settings.parallelism,
+            None,
+        )
+        .map_err(|e| HashError::Settings(e.to_string()))?;
+        let mut hasher = Self {
+            params,
+            pepper,
+            permits: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
+            queue_timeout: settings.queue_timeout,
+            dummy: Arc::from(""),
+        };
+        let mut random = [0u8; 32];
+        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut random)
+            .map_err(|e| HashError::Failed(e.to_string()))?;
+        hasher.dummy = Arc::from(hash_now(&hasher.params, &hasher.pepper, &random)?);
+        Ok(hasher)
+    }
+
+    /// Hashes a secret into a PHC string (with a fresh random salt).
+    pub async fn hash(&self, secret: Vec<u8>) -> Result<String, HashError> {
+        let (params, pepper) = (self.params.clone(), self.pepper.clone());
+        self.run(move || hash_now(&params, &pepper, &secret)).await
+    }
+
+    /// Whether `secret` matches `phc`; with `None`, spends the same work on a dummy hash and
+    /// answers false. The comparison inside is constant-time.
+    pub async fn verify(&self, secret: Vec<u8>, phc: Option<String>) -> Result<bool, HashError> {
+        let pepper = self.pepper.clone();
+        let (phc, known) = match phc {
+            Some(p) => (p, true),
+            None => (self.dummy.to_string(), false),
+        };
+        self.run(move || {
+            let argon = argon(&pepper, Params::default())?;
+            Ok(argon.verify_password(&secret, phc.as_str()).is_ok() && known)
+        })
+        .await
+    }
+
+    async fn run<T: Send + 'static>(
+        &self,
+        job: impl FnOnce() -> Result<T, HashError> + Send + 'static,
+    ) -> Result<T, HashError> {
+        let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| HashError::Busy)?
+            .map_err(|_| HashError::Busy)?;
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            job()
+        })
+        .await
+        .map_err(|e| HashError::Failed(e.to_string()))?
+    }
+}
+
+fn argon(pepper: &Pepper, params: Params) -> Result<Argon2<'_>, HashError> {
+    if pepper.0.is_empty() {
+        Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+    } else {
+        Argon2::new_with_secret(&pepper.0, Algorithm::Argon2id, Version::V0x13, params)
+            .map_err(|e| HashError::Settings(e.to_string()))
+    }
+}
+
+fn hash_now(params: &Params, pepper: &Pepper, secret: &[u8]) -> Result<String, HashError> {
+    argon(pepper, params.clone())?
+        .hash_password(secret)
+        .map(|h| h.to_string())
+        .map_err(|e| HashError::Failed(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cheap() -> HashSettings {
+        HashSettings {
+            memory_kib: 256,
+            iterations: 1,
+            ..HashSettings::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn hash_then_verify_with_and_without_pepper() {
+        for pepper in [Pepper::default(), Pepper::new(b"pepper".to_vec())] {
+            let h = Hasher::new(&cheap(), pepper).unwrap();
+            let phc = h.hash(b"secret".to_vec()).await.unwrap();
+            assert!(phc.starts_with("$argon2id$v=19$m=256,t=1,p=1$"), "{phc}");
+            assert!(
+                h.verify(b"secret".to_vec(), Some(phc.clone()))
+                    .await
+                    .unwrap()
+            );
+            assert!(!h.verify(b"secreT".to_vec(), Some(phc)).await.unwrap());
+            assert!(!h.verify(b"secret".to_vec(), None).await.unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn pepper_is_part_of_the_hash() {
+        let a = Hasher::new(&cheap(), Pepper::new(b"one".to_vec())).unwrap();
+        let b = Hasher::new(&cheap(), Pepper::new(b"two".to_vec())).unwrap();
+        let phc = a.hash(b"secret".to_vec()).await.unwrap();
+        assert!(!b.verify(b"secret".to_vec(), Some(phc)).await.unwrap());
+    }
+}

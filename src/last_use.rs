@@ -1,0 +1,65 @@
+//! Write-behind of last-use times.
+//!
+//! Validation must not turn into a database write. Each use only records the newest time per
+//! token in memory; a background task writes the batch every flush interval (and at
+//! shutdown, and before a `List` on this replica, so listings here are exact). A token used
+//! a million times in one interval costs one row update. A crash loses at most one flush
+//! interval of last-use times; nothing else is kept here.
+
+use crate::domain::TokenId;
+use crate::store::{Store, StoreError};
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+#[derive(Debug)]
+pub struct LastUse {
+    store: Store,
+    pending: Mutex<HashMap<TokenId, DateTime<Utc>>>,
+    /// Serialises flushes so that a batch taken out of `pending` is written before the next.
+    flushing: tokio::sync::Mutex<()>,
+}
+
+impl LastUse {
+    pub fn new(store: Store) -> Self {
+        Self {
+            store,
+            pending: Mutex::new(HashMap::new()),
+            flushing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Notes that `id` was used at `at`; keeps the newest time.
+    pub fn record(&self, id: &TokenId, at: DateTime<Utc>) {
+        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        match pending.get_mut(id) {
+            Some(t) if *t >= at => {}
+            Some(t) => *t = at,
+            None => {
+                pending.insert(id.clone(), at);
+            }
+        }
+    }
+
+    /// Writes every pending time. On failure the batch is put back (keeping newer times that
+    /// arrived meanwhile) for the next attempt.
+    pub async fn flush(&self) -> Result<u64, StoreError> {
+        let _turn = self.flushing.lock().await;
+        let batch: Vec<_> = {
+            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            if pending.is_empty() {
+                return Ok(0);
+            }
+            pending.drain().collect()
+        };
+        match self.store.record_last_use(&batch).await {
+            Ok(n) => Ok(n),
+            Err(e) => {
+                for (id, at) in &batch {
+                    self.record(id, *at);
+                }
+                Err(e)
+            }
+        }
+    }
+}

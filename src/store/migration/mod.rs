@@ -1,0 +1,18 @@
+//! Schema migrations, applied by `jeton serve` on start and by `jeton migrate`.
+//!
+//! Times are stored as microseconds since the Unix epoch in 64-bit integers: the same type,
+//! the same ordering and the same comparisons on SQLite and PostgreSQL (and on
+//! PostgreSQL-compatible distributed engines), with no text formats to keep in step.
+
+use sea_orm_migration::prelude::*;
+
+mod m20261124_000001_initial;
+
+pub(crate) struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261124_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,440 @@
+//! Persistence: the only module that names `sea_orm`. Queries are named for their intent and
+//! take and return domain types; rows never leave this module.
+//!
+//! Everything here is engine-neutral SQL built by SeaORM, except in [`Store::connect`], the
+//! one marked place that speaks to SQLite specifically.
+
+mod entity;
+mod migration;
+
+use crate::domain::{
+    Assignment, Namespace, Principal, PrincipalId, Role, ScopeSet, Subject, Tenant, TenantId,
+    Token, TokenId, TokenName, TokenStatus,
+};
+use chrono::{DateTime, Utc};
+use entity::{principal, tenant, token};
+use migration::Migrator;
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait,
+    DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
+    TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use std::time::Duration;
+
+/// What went wrong in the store, sorted by what the caller can do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached now; trying again later may work.
+    #[error("database unavailable")]
+    Unavailable(#[source] DbErr),
+    /// A row with the same key exists.
+    #[error("already exists")]
+    Conflict,
+    /// A stored value does not parse back into a domain type.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// Any other database error.
+    #[error("database error")]
+    Other(#[source] DbErr),
+}
+
+impl From<DbErr> for StoreError {
+    fn from(e: DbErr) -> Self {
+        if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
+            return StoreError::Conflict;
+        }
+        match e {
+            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(e),
+            e => StoreError::Other(e),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Connection settings.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Which tokens `List` wants: one tenant and namespace, live tokens only, newest first.
+#[derive(Debug, Clone)]
+pub struct TokenQuery<'a> {
+    pub tenant: &'a TenantId,
+    pub namespace: Namespace,
+    pub subject: Option<&'a str>,
+    /// A status and the activity-window cutoff (now − window) it is evaluated against.
+    pub status: Option<(TokenStatus, DateTime<Utc>)>,
+    /// Keyset position: only tokens strictly older than `(created_at, id)`.
+    pub after: Option<(DateTime<Utc>, &'a str)>,
+    pub limit: u64,
+}
+
+/// The database behind jeton.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+impl Store {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`).
+    pub async fn connect(url: &str, options: &DbOptions) -> Result<Self> {
+        let is_sqlite = url.starts_with("sqlite:");
+        let mut url = url.to_owned();
+        // SQLITE ONLY: create the file on first start.
+        if is_sqlite && !url.contains("mode=") {
+            url.push(if url.contains('?') { '&' } else { '?' });
+            url.push_str("mode=rwc");
+        }
+        let mut opts = ConnectOptions::new(url);
+        opts.max_connections(options.max_connections)
+            .connect_timeout(options.connect_timeout)
+            .acquire_timeout(options.connect_timeout)
+            .sqlx_logging(false);
+        let db = sea_orm::Database::connect(opts).await?;
+        if is_sqlite {
+            // SQLITE ONLY: write-ahead logging lets readers proceed while one writer commits;
+            // the setting is stored in the file, so one statement is enough.
+            db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
+        }
+        Ok(Self { db })
+    }
+
+    /// Brings the schema up to date.
+    pub async fn migrate(&self) -> Result<()> {
+        Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// Creates a tenant, its first admin and that admin's first token, all or nothing.
+    pub async fn create_tenant(
+        &self,
+        tenant: &Tenant,
+        admin: &Principal,
+        first_token: &Token,
+        secret_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let txn = self.db.begin().await?;
+        tenant::ActiveModel {
+            id: Set(tenant.id.as_str().to_owned()),
+            display_name: Set(tenant.display_name.clone()),
+            api_url: Set(tenant.api_url.clone()),
+            created_at: Set(now.timestamp_micros()),
+        }
+        .insert(&txn)
+        .await?;
+        principal_row(admin, now).insert(&txn).await?;
+        token_row(first_token, secret_hash).insert(&txn).await?;
+        txn.commit().await?;
+        Ok(())
+    }
+
+    pub async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
+        let row = tenant::Entity::find_by_id(id.as_str())
+            .one(&self.db)
+            .await?;
+        row.map(|r| {
+            Ok(Tenant {
+                id: parse(TenantId::parse(&r.id), "tenant id")?,
+                display_name: r.display_name,
+                api_url: r.api_url,
+            })
+        })
+        .transpose()
+    }
+
+    /// Creates or replaces a principal.
+    pub async fn put_principal(&self, p: &Principal, now: DateTime<Utc>) -> Result<()> {
+        let row = principal_row(p, now);
+        principal::Entity::insert(row)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::columns([
+                    principal::Column::TenantId,
+                    principal::Column::Id,
+                ])
+                .update_columns([
+                    principal::Column::DisplayName,
+                    principal::Column::Role,
+                    principal::Column::Assignment,
+                    principal::Column::ActivationEnd,
+                    principal::Column::UpdatedAt,
+                ])
+                .to_owned(),
+            )
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn principal(&self, tenant: &TenantId, id: &str) -> Result<Option<Principal>> {
+        let row = principal::Entity::find_by_id((tenant.as_str().to_owned(), id.to_owned()))
+            .one(&self.db)
+            .await?;
+        row.map(principal_from_row).transpose()
+    }
+
+    /// Principals of a tenant ordered by id, after `after` if given.
+    pub async fn principals(
+        &self,
+        tenant: &TenantId,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<Principal>> {
+        let mut q =
+            principal::Entity::find().filter(principal::Column::TenantId.eq(tenant.as_str()));
+        if let Some(after) = after {
+            q = q.filter(principal::Column::Id.gt(after));
+        }
+        let rows = q
+            .order_by_asc(principal::Column::Id)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        rows.into_iter().map(principal_from_row).collect()
+    }
+
+    /// Removes a principal; false if there was none.
+    pub async fn delete_principal(&self, tenant: &TenantId, id: &PrincipalId) -> Result<bool> {
+        let res =
+            principal::Entity::delete_by_id((tenant.as_str().to_owned(), id.as_str().to_owned()))
+                .exec(&self.db)
+                .await?;
+        Ok(res.rows_affected > 0)
+    }
+
+    pub async fn insert_token(&self, t: &Token, secret_hash: &str) -> Result<()> {
+        token_row(t, secret_hash).insert(&self.db).await?;
+        Ok(())
+    }
+
+    /// A token and its secret hash, by id: the validation lookup.
+    pub async fn token_with_hash(&self, id: &TokenId) -> Result<Option<(Token, String)>> {
+        let row = token::Entity::find_by_id(id.as_str()).one(&self.db).await?;
+        row.map(|r| {
+            let hash = r.secret_hash.clone();
+            Ok((token_from_row(r)?, hash))
+        })
+        .transpose()
+    }
+
+    /// A token by id, whatever its tenant or state.
+    pub async fn token(&self, id: &TokenId) -> Result<Option<Token>> {
+        Ok(self.token_with_hash(id).await?.map(|(t, _)| t))
+    }
+
+    /// One page of live tokens, newest first.
+    pub async fn list_tokens(&self, q: &TokenQuery<'_>) -> Result<Vec<Token>> {
+        use token::Column as C;
+        let mut find = token::Entity::find()
+            .filter(C::TenantId.eq(q.tenant.as_str()))
+            .filter(C::Namespace.eq(namespace_str(q.namespace)))
+            .filter(C::RevokedAt.is_null());
+        if let Some(subject) = q.subject {
+            find = find.filter(C::Subject.eq(subject));
+        }
+        if let Some((status, cutoff)) = q.status {
+            let cutoff = cutoff.timestamp_micros();
+            find = find.filter(match status {
+                TokenStatus::Generated => C::LastUsedAt.is_null(),
+                TokenStatus::Active => C::LastUsedAt.gte(cutoff),
+                TokenStatus::Inactive => C::LastUsedAt.lt(cutoff),
+            });
+        }
+        if let Some((created, id)) = q.after {
+            let created = created.timestamp_micros();
+            find = find.filter(
+                Condition::any().add(C::CreatedAt.lt(created)).add(
+                    Condition::all()
+                        .add(C::CreatedAt.eq(created))
+                        .add(C::Id.lt(id)),
+                ),
+            );
+        }
+        let rows = find
+            .order_by_desc(C::CreatedAt)
+            .order_by_desc(C::Id)
+            .limit(q.limit)
+            .all(&self.db)
+            .await?;
+        rows.into_iter().map(token_from_row).collect()
+    }
+
+    /// Marks a live token of `tenant` revoked; false if there was no such live token.
+    pub async fn revoke_token(
+        &self,
+        tenant: &TenantId,
+        id: &TokenId,
+        by: &PrincipalId,
+        at: DateTime<Utc>,
+    ) -> Result<bool> {
+        use token::Column as C;
+        let res = token::Entity::update_many()
+            .col_expr(C::RevokedAt, Expr::value(at.timestamp_micros()))
+            .col_expr(C::RevokedBy, Expr::value(by.as_str()))
+            .filter(C::Id.eq(id.as_str()))
+            .filter(C::TenantId.eq(tenant.as_str()))
+            .filter(C::RevokedAt.is_null())
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected > 0)
+    }
+
+    /// Writes last-use times in one transaction. Monotonic: a stored time is only ever moved
+    /// forward, so concurrent flushers (or a late batch) cannot move it back.
+    pub async fn record_last_use(&self, batch: &[(TokenId, DateTime<Utc>)]) -> Result<u64> {
+        use token::Column as C;
+        let txn = self.db.begin().await?;
+        let mut written = 0;
+        for (id, at) in batch {
+            let at = at.timestamp_micros();
+            let res = token::Entity::update_many()
+                .col_expr(C::LastUsedAt, Expr::value(at))
+                .filter(C::Id.eq(id.as_str()))
+                .filter(
+                    Condition::any()
+                        .add(C::LastUsedAt.is_null())
+                        .add(C::LastUsedAt.lt(at)),
+                )
+                .exec(&txn)
+                .await?;
+            written += res.rows_affected;
+        }
+        txn.commit().await?;
+        Ok(written)
+    }
+
+    /// Cheap round trip used by the health check.
+    pub async fn ping(&self) -> Result<()> {
+        self.db.ping().await?;
+        Ok(())
+    }
+}
+
+fn parse<T, E: std::fmt::Display>(r: Result<T, E>, what: &str) -> Result<T> {
+    r.map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))
+}
+
+fn time(micros: i64) -> Result<DateTime<Utc>> {
+    DateTime::from_timestamp_micros(micros)
+        .ok_or_else(|| StoreError::Corrupt(format!("time out of range: {micros}")))
+}
+
+fn opt_time(micros: Option<i64>) -> Result<Option<DateTime<Utc>>> {
+    micros.map(time).transpose()
+}
+
+fn namespace_str(ns: Namespace) -> &'static str {
+    match ns {
+        Namespace::Api => "API",
+        Namespace::LogCollector => "LOG_COLLECTOR",
+        Namespace::Siem => "SIEM",
+    }
+}
+
+fn namespace_from(s: &str) -> Result<Namespace> {
+    match s {
+        "API" => Ok(Namespace::Api),
+        "LOG_COLLECTOR" => Ok(Namespace::LogCollector),
+        "SIEM" => Ok(Namespace::Siem),
+        other => Err(StoreError::Corrupt(format!("namespace {other:?}"))),
+    }
+}
+
+fn role_str(r: Role) -> &'static str {
+    match r {
+        Role::Admin => "admin",
+        Role::Operator => "operator",
+        Role::Reader => "reader",
+    }
+}
+
+fn role_from(s: &str) -> Result<Role> {
+    match s {
+        "admin" => Ok(Role::Admin),
+        "operator" => Ok(Role::Operator),
+        "reader" => Ok(Role::Reader),
+        other => Err(StoreError::Corrupt(format!("role {other:?}"))),
+    }
+}
+
+fn principal_row(p: &Principal, now: DateTime<Utc>) -> principal::ActiveModel {
+    principal::ActiveModel {
+        tenant_id: Set(p.tenant.as_str().to_owned()),
+        id: Set(p.id.as_str().to_owned()),
+        display_name: Set(p.display_name.clone()),
+        role: Set(role_str(p.role).to_owned()),
+        assignment: Set(match p.assignment {
+            Assignment::Active => "active",
+            Assignment::Eligible => "eligible",
+        }
+        .to_owned()),
+        activation_end: Set(p.activation_end.map(|t| t.timestamp_micros())),
+        updated_at: Set(now.timestamp_micros()),
+    }
+}
+
+fn principal_from_row(r: principal::Model) -> Result<Principal> {
+    Ok(Principal {
+        tenant: parse(TenantId::parse(&r.tenant_id), "tenant id")?,
+        id: parse(PrincipalId::parse(&r.id), "principal id")?,
+        display_name: r.display_name,
+        role: role_from(&r.role)?,
+        assignment: match r.assignment.as_str() {
+            "active" => Assignment::Active,
+            "eligible" => Assignment::Eligible,
+            other => return Err(StoreError::Corrupt(format!("assignment {other:?}"))),
+        },
+        activation_end: opt_time(r.activation_end)?,
+    })
+}
+
+fn token_row(t: &Token, secret_hash: &str) -> token::ActiveModel {
+    token::ActiveModel {
+        id: Set(t.id.as_str().to_owned()),
+        tenant_id: Set(t.tenant.as_str().to_owned()),
+        namespace: Set(namespace_str(t.namespace).to_owned()),
+        name: Set(t.name.as_str().to_owned()),
+        subject: Set(t.subject.as_str().to_owned()),
+        creator: Set(t.creator.as_str().to_owned()),
+        scopes: Set(t.scopes.names().join(",")),
+        secret_hash: Set(secret_hash.to_owned()),
+        created_at: Set(t.created_at.timestamp_micros()),
+        last_used_at: Set(t.last_used_at.map(|x| x.timestamp_micros())),
+        expires_at: Set(t.expires_at.map(|x| x.timestamp_micros())),
+        revoked_at: Set(t.revoked_at.map(|x| x.timestamp_micros())),
+        revoked_by: Set(None),
+    }
+}
+
+fn token_from_row(r: token::Model) -> Result<Token> {
+    Ok(Token {
+        id: parse(TokenId::parse(&r.id), "token id")?,
+        tenant: parse(TenantId::parse(&r.tenant_id), "tenant id")?,
+        namespace: namespace_from(&r.namespace)?,
+        name: parse(TokenName::parse(&r.name), "token name")?,
+        subject: parse(Subject::parse(&r.subject), "subject")?,
+        creator: parse(PrincipalId::parse(&r.creator), "creator")?,
+        scopes: parse(
+            ScopeSet::parse(r.scopes.split(',').filter(|s| !s.is_empty())),
+            "scopes",
+        )?,
+        created_at: time(r.created_at)?,
+        last_used_at: opt_time(r.last_used_at)?,
+        expires_at: opt_time(r.expires_at)?,
+        revoked_at: opt_time(r.revoked_at)?,
+    })
+}
