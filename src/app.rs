@@ -51,6 +51,9 @@ pub async fn open_store(url: &DatabaseUrl, options: &DbOptions) -> Result<Store,
     Ok(store)
 }
 
+/// How long a stopping server waits for open connections to finish.
+const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A server ready to run: database open and migrated, listener bound.
 pub struct Server {
     listener: TcpListener,
@@ -135,7 +138,21 @@ impl Server {
             trusted_frontends = settings.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
             "jeton listening"
         );
-        let served = builder
+        // Stop accepting at the signal, let in-flight calls finish, but do not wait forever
+        // for clients that keep idle connections open.
+        let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            shutdown.await;
+            let _ = signalled.send(());
+        };
+        let drain_deadline = async move {
+            if on_signal.await.is_ok() {
+                tokio::time::sleep(DRAIN_TIMEOUT).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        let serve = builder
             .add_service(health_service)
             .add_service(reflection().build_v1()?)
             .add_service(reflection().build_v1alpha()?)
@@ -143,8 +160,14 @@ impl Server {
             .add_service(DirectoryServiceServer::new(DirectoryApi::new(
                 engine.clone(),
             )))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
-            .await;
+            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+        let served = tokio::select! {
+            r = serve => r,
+            () = drain_deadline => {
+                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after the drain timeout; stopping anyway");
+                Ok(())
+            }
+        };
         flusher.abort();
         match engine.last_use().flush().await {
             Ok(n) => tracing::info!(written = n, "last-use times flushed; stopped"),

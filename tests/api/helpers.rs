@@ -1,0 +1,400 @@
+//! Spawning a server and typed helpers for common calls.
+
+use chrono::{TimeZone, Utc};
+use jeton::app::{self, Server};
+use jeton::config::{BootstrapSettings, DatabaseUrl, Settings, TlsFiles};
+use jeton::domain::ManualClock;
+use jeton::service::proto::{
+    self, directory_service_client::DirectoryServiceClient,
+    token_service_client::TokenServiceClient,
+};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+use tonic::{Code, Request, Status};
+
+pub const TENANT: &str = "contoso";
+pub const ADMIN: &str = "admin@contoso.com";
+
+/// Test certificates: a CA for the server and trusted frontends, and a client certificate
+/// from another CA that the server must refuse.
+pub struct Pki {
+    pub ca: String,
+    pub server_cert: String,
+    pub server_key: String,
+    pub client_cert: String,
+    pub client_key: String,
+    pub rogue_cert: String,
+    pub rogue_key: String,
+}
+
+pub fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+        let ca_params = |name: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.distinguished_name.push(rcgen::DnType::CommonName, name);
+            p
+        };
+        let ca =
+            CertifiedIssuer::self_signed(ca_params("jeton test CA"), KeyPair::generate().unwrap())
+                .unwrap();
+        let rogue_ca =
+            CertifiedIssuer::self_signed(ca_params("rogue CA"), KeyPair::generate().unwrap())
+                .unwrap();
+        let leaf = |names: Vec<String>, issuer: &CertifiedIssuer<'_, KeyPair>| {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, issuer)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server_cert, server_key) = leaf(vec!["localhost".into()], &ca);
+        let (client_cert, client_key) = leaf(vec!["portal.contoso.test".into()], &ca);
+        let (rogue_cert, rogue_key) = leaf(vec!["portal.contoso.test".into()], &rogue_ca);
+        Pki {
+            ca: ca.pem(),
+            server_cert,
+            server_key,
+            client_cert,
+            client_key,
+            rogue_cert,
+            rogue_key,
+        }
+    })
+}
+
+/// Adds fixed metadata to every call.
+#[derive(Clone, Default)]
+pub struct Meta(Vec<(&'static str, String)>);
+
+impl Meta {
+    pub fn bearer(token: &str) -> Self {
+        Self(vec![("authorization", format!("Bearer {token}"))])
+    }
+
+    pub fn with(mut self, key: &'static str, value: impl Into<String>) -> Self {
+        self.0.push((key, value.into()));
+        self
+    }
+}
+
+impl Interceptor for Meta {
+    fn call(&mut self, mut req: Request<()>) -> Result<Request<()>, Status> {
+        for (k, v) in &self.0 {
+            let v: MetadataValue<_> = v
+                .parse()
+                .map_err(|_| Status::internal("bad test metadata"))?;
+            req.metadata_mut().insert(*k, v);
+        }
+        Ok(req)
+    }
+}
+
+pub type Tokens = TokenServiceClient<InterceptedService<Channel, Meta>>;
+pub type Directory = DirectoryServiceClient<InterceptedService<Channel, Meta>>;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Plain,
+    /// TLS, with trusted frontends (client certificates signed by the test CA).
+    Tls,
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub clock: Arc<ManualClock>,
+    /// The bootstrap token of ADMIN in TENANT.
+    pub admin: String,
+    pub db_url: String,
+    pub transport: Transport,
+    dir: TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    server: Option<JoinHandle<()>>,
+}
+
+pub fn test_settings(db_url: &str) -> Settings {
+    let mut s = Settings::new(db_url);
+    s.listen = "127.0.0.1:0".parse().unwrap();
+    // Cheap Argon2: the tests are about behaviour, the benchmarks about cost.
+    s.hashing.memory_kib = 256;
+    s.hashing.iterations = 1;
+    // Only List and shutdown flush, so tests see exactly when last-use times are written.
+    s.last_use_flush_interval = std::time::Duration::from_secs(3600);
+    s
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Transport::Tls, |_| {}).await
+    }
+
+    pub async fn spawn_with(transport: Transport, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let db_url = format!("sqlite://{}", dir.path().join("jeton.db").display());
+        let clock = Arc::new(ManualClock::new(
+            Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0).unwrap(),
+        ));
+        let mut app = Self {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            clock,
+            admin: String::new(),
+            db_url,
+            transport,
+            dir,
+            stop: None,
+            server: None,
+        };
+        app.admin = app.bootstrap_tenant(TENANT, ADMIN).await;
+        app.start(tweak).await;
+        app
+    }
+
+    async fn start(&mut self, tweak: impl FnOnce(&mut Settings)) {
+        let mut settings = test_settings(&self.db_url);
+        if self.transport == Transport::Tls {
+            let pki = pki();
+            let write = |name: &str, text: &str| -> PathBuf {
+                let p = self.dir.path().join(name);
+                std::fs::write(&p, text).unwrap();
+                p
+            };
+            settings.tls = Some(TlsFiles {
+                cert: write("server.pem", &pki.server_cert),
+                key: write("server.key", &pki.server_key),
+                client_ca: Some(write("ca.pem", &pki.ca)),
+            });
+        }
+        tweak(&mut settings);
+        let server = Server::build(settings, self.clock.clone()).await.unwrap();
+        self.addr = server.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        self.stop = Some(tx);
+        self.server = Some(tokio::spawn(async move {
+            server
+                .run(async {
+                    let _ = rx.await;
+                })
+                .await
+                .unwrap();
+        }));
+    }
+
+    /// Stops the server gracefully (flushing last-use times) and waits for it.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.server.take() {
+            h.await.unwrap();
+        }
+    }
+
+    /// Stops and starts again on the same database and clock.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.start(|_| {}).await;
+    }
+
+    /// Creates another tenant (as `jeton bootstrap` does) and returns its admin's token.
+    pub async fn bootstrap_tenant(&self, tenant: &str, admin: &str) -> String {
+        let s = test_settings(&self.db_url);
+        let settings = BootstrapSettings {
+            database_url: DatabaseUrl::new(self.db_url.clone()),
+            db: s.db,
+            hashing: s.hashing,
+            pepper: s.pepper,
+            tenant: tenant.into(),
+            tenant_name: None,
+            admin: admin.into(),
+            api_url: Some(format!("https://{tenant}.api.test")),
+        };
+        app::bootstrap(&settings, self.clock.clone()).await.unwrap()
+    }
+
+    fn endpoint(&self) -> Endpoint {
+        match self.transport {
+            Transport::Plain => Endpoint::from_shared(format!("http://{}", self.addr)).unwrap(),
+            Transport::Tls => Endpoint::from_shared(format!("https://{}", self.addr)).unwrap(),
+        }
+    }
+
+    fn tls(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&pki().ca))
+            .domain_name("localhost")
+    }
+
+    /// A connection without a client certificate.
+    pub async fn channel(&self) -> Channel {
+        let mut e = self.endpoint();
+        if self.transport == Transport::Tls {
+            e = e.tls_config(self.tls()).unwrap();
+        }
+        e.connect().await.unwrap()
+    }
+
+    /// A connection with a client certificate: the trusted frontend's (or a rogue one's).
+    pub async fn frontend_channel(&self, rogue: bool) -> Result<Channel, tonic::transport::Error> {
+        let pki = pki();
+        let identity = if rogue {
+            Identity::from_pem(&pki.rogue_cert, &pki.rogue_key)
+        } else {
+            Identity::from_pem(&pki.client_cert, &pki.client_key)
+        };
+        self.endpoint()
+            .tls_config(self.tls().identity(identity))?
+            .connect()
+            .await
+    }
+
+    pub async fn tokens_with(&self, meta: Meta) -> Tokens {
+        TokenServiceClient::with_interceptor(self.channel().await, meta)
+    }
+
+    pub async fn tokens(&self, bearer: &str) -> Tokens {
+        self.tokens_with(Meta::bearer(bearer)).await
+    }
+
+    pub async fn directory(&self, bearer: &str) -> Directory {
+        DirectoryServiceClient::with_interceptor(self.channel().await, Meta::bearer(bearer))
+    }
+
+    /// The trusted frontend acting for `principal` of `tenant`.
+    pub async fn portal(&self, tenant: &str, principal: &str) -> Tokens {
+        let ch = self.frontend_channel(false).await.unwrap();
+        TokenServiceClient::with_interceptor(
+            ch,
+            Meta::default().with("x-jeton-principal", format!("{tenant}/{principal}")),
+        )
+    }
+
+    /// Creates or replaces a principal of TENANT through the admin.
+    pub async fn put_principal(&self, id: &str, role: proto::Role, assignment: proto::Assignment) {
+        self.directory(&self.admin)
+            .await
+            .put_principal(proto::PutPrincipalRequest {
+                principal: Some(proto::Principal {
+                    id: id.into(),
+                    role: role as i32,
+                    assignment: assignment as i32,
+                    ..Default::default()
+                }),
+            })
+            .await
+            .unwrap();
+    }
+
+    /// A principal of TENANT with `role`, and a first token of theirs issued through the
+    /// portal (how a real user gets one).
+    pub async fn user(&self, id: &str, role: proto::Role) -> String {
+        self.put_principal(id, role, proto::Assignment::Active)
+            .await;
+        self.portal(TENANT, id)
+            .await
+            .generate(generate_req("first", &[]))
+            .await
+            .unwrap()
+            .into_inner()
+            .secret
+    }
+
+    pub async fn validate(
+        &self,
+        token: &str,
+        ns: proto::Namespace,
+        required: &[&str],
+    ) -> proto::ValidateResponse {
+        TokenServiceClient::new(self.channel().await)
+            .validate(proto::ValidateRequest {
+                token: token.into(),
+                namespace: ns as i32,
+                required_scopes: required.iter().map(|s| s.to_string()).collect(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
+    /// Every token of one List call (a single page of up to 1000).
+    pub async fn list(
+        &self,
+        bearer: &str,
+        req: proto::ListRequest,
+    ) -> Result<Vec<proto::Token>, Status> {
+        Ok(self
+            .tokens(bearer)
+            .await
+            .list(proto::ListRequest {
+                page_size: 1000,
+                ..req
+            })
+            .await?
+            .into_inner()
+            .tokens)
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub fn generate_req(name: &str, scopes: &[&str]) -> proto::GenerateRequest {
+    proto::GenerateRequest {
+        name: name.into(),
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+pub fn reason(r: &proto::ValidateResponse) -> proto::Reason {
+    proto::Reason::try_from(r.reason).unwrap()
+}
+
+/// Asserts a status code and that the message names `field` (for INVALID_ARGUMENT).
+pub fn assert_code<T: std::fmt::Debug>(r: Result<T, Status>, code: Code, field: &str) {
+    match r {
+        Ok(v) => panic!("expected {code:?}, got Ok({v:?})"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "{s:?}");
+            assert!(
+                s.message().contains(field),
+                "message {:?} should name {field:?}",
+                s.message()
+            );
+        }
+    }
+}
+
+pub fn ids(tokens: &[proto::Token]) -> Vec<String> {
+    tokens.iter().map(|t| t.id.clone()).collect()
+}
+
+impl TestApp {
+    pub fn clock_now_ts(&self) -> prost_types::Timestamp {
+        self.clock_ts_after(chrono::TimeDelta::zero())
+    }
+
+    pub fn clock_ts_after(&self, d: chrono::TimeDelta) -> prost_types::Timestamp {
+        use jeton::domain::Clock;
+        let t = self.clock.now() + d;
+        prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        }
+    }
+}

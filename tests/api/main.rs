@@ -1,0 +1,11 @@
+//! Black-box tests: a real jeton server on port 0, a real SQLite file per test, real TLS,
+//! and real gRPC clients (plus the real `jeton` binary and `grpcurl` where that is the
+//! subject). One binary with modules, so the crate is linked once.
+
+mod bad_input;
+mod credentials;
+mod directory;
+mod helpers;
+mod logs;
+mod operators;
+mod tokens;

