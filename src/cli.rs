@@ -37,6 +37,7 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn serve(args: &config::ServeArgs, file: &FileConfig) -> Result<(), String> {
     let settings = config::serve_settings(args, file).map_err(|e| e.to_string())?;
+    let stop = shutdown_signal();
     let server = Server::build(settings, Arc::new(SystemClock))
         .await
         .map_err(|e| e.to_string())?;
@@ -57,27 +58,26 @@ async fn bootstrap(args: &config::BootstrapArgs, file: &FileConfig) -> Result<()
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called, not when
+/// the future is first polled, so a signal that arrives while the server starts is not lost
+/// (nor does it kill the process before it could flush).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let mut int = signal(SignalKind::interrupt()).ok();
+    async move {
+        let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+            match s {
+                Some(mut s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
             }
-            Err(_) => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = wait(term.take()) => {},
+            () = wait(int.take()) => {},
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        tracing::info!("shutdown signal received; draining");
     }
-    tracing::info!("shutdown signal received; draining");
 }

@@ -119,6 +119,8 @@ pub struct TestApp {
     pub db_url: String,
     pub transport: Transport,
     dir: TempDir,
+    /// The PostgreSQL database this test created (and drops).
+    pg_database: Option<String>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
@@ -141,7 +143,16 @@ impl TestApp {
 
     pub async fn spawn_with(transport: Transport, tweak: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let db_url = format!("sqlite://{}", dir.path().join("jeton.db").display());
+        let (db_url, pg_database) = match Engine::from_env() {
+            Engine::Sqlite => (
+                format!("sqlite://{}", dir.path().join("jeton.db").display()),
+                None,
+            ),
+            Engine::Postgres => {
+                let (url, name) = create_pg_database().await;
+                (url, Some(name))
+            }
+        };
         let clock = Arc::new(ManualClock::new(
             Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0).unwrap(),
         ));
@@ -152,6 +163,7 @@ impl TestApp {
             db_url,
             transport,
             dir,
+            pg_database,
             stop: None,
             server: None,
         };
@@ -350,7 +362,81 @@ impl Drop for TestApp {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+        if let Some(name) = self.pg_database.take() {
+            // Drop runs inside the test's runtime: use a thread with its own.
+            std::thread::spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
+                rt.block_on(drop_pg_database(&name));
+            })
+            .join()
+            .unwrap();
+        }
     }
+}
+
+/// Which database engine the suite runs on: `JETON_TEST_ENGINE=sqlite` (default) or
+/// `postgres` (database server from `JETON_TEST_POSTGRES_URL`, default
+/// `postgres://postgres@127.0.0.1:5432/postgres`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+impl Engine {
+    pub fn from_env() -> Self {
+        match std::env::var("JETON_TEST_ENGINE").as_deref() {
+            Ok("postgres") => Engine::Postgres,
+            Ok("sqlite") | Err(_) => Engine::Sqlite,
+            Ok(other) => panic!("JETON_TEST_ENGINE={other}: expected sqlite or postgres"),
+        }
+    }
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("JETON_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates a fresh database; returns its URL and name.
+pub async fn create_pg_database() -> (String, String) {
+    use sea_orm::ConnectionTrait;
+    let name = format!("jeton_test_{:016x}", rand_u64());
+    let admin = pg_admin_url();
+    let db = sea_orm::Database::connect(admin.as_str())
+        .await
+        .expect("PostgreSQL reachable");
+    db.execute_unprepared(&format!("CREATE DATABASE {name}"))
+        .await
+        .unwrap();
+    db.close().await.unwrap();
+    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
+    (format!("{base}/{name}"), name)
+}
+
+pub async fn drop_pg_database(name: &str) {
+    use sea_orm::ConnectionTrait;
+    if let Ok(db) = sea_orm::Database::connect(pg_admin_url().as_str()).await {
+        let _ = db
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+        let _ = db.close().await;
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
 }
 
 pub fn generate_req(name: &str, scopes: &[&str]) -> proto::GenerateRequest {
