@@ -41,10 +41,7 @@ async fn serve(args: &config::ServeArgs, file: &FileConfig) -> Result<(), String
     let server = Server::build(settings, Arc::new(SystemClock))
         .await
         .map_err(|e| e.to_string())?;
-    server
-        .run(shutdown_signal())
-        .await
-        .map_err(|e| e.to_string())
+    server.run(stop).await.map_err(|e| e.to_string())
 }
 
 async fn bootstrap(args: &config::BootstrapArgs, file: &FileConfig) -> Result<(), String> {
