@@ -2,6 +2,7 @@
 //! serves on a bound listener until a shutdown future resolves. Tests start the server
 //! through the same functions as `jeton serve`, on port 0.
 
+use crate::cache::{self, CacheSettings, ValidationCache};
 use crate::config::{BootstrapSettings, DatabaseUrl, Settings};
 use crate::domain::{Clock, PrincipalId, Tenant, TenantId};
 use crate::engine::{Engine, Error};
@@ -72,7 +73,8 @@ impl Server {
                 what: "activity window",
                 message: e.to_string(),
             })?;
-        let engine = Engine::new(store, hasher, clock, window);
+        let cache = Arc::new(ValidationCache::new(&settings.cache));
+        let engine = Engine::new(store, hasher, clock, window, cache);
         let tls = settings.tls.as_ref().map(tls_config).transpose()?;
         let listener =
             TcpListener::bind(settings.listen)
@@ -126,6 +128,11 @@ impl Server {
             engine.clone(),
             settings.last_use_flush_interval,
         ));
+        let follower = tokio::spawn(cache::follow(
+            engine.store().clone(),
+            engine.cache().clone(),
+            settings.cache.poll_interval,
+        ));
 
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {
@@ -169,6 +176,7 @@ impl Server {
             }
         };
         flusher.abort();
+        follower.abort();
         match engine.last_use().flush().await {
             Ok(n) => tracing::info!(written = n, "last-use times flushed; stopped"),
             Err(e) => tracing::error!(error = %e, "could not flush last-use times at shutdown"),
@@ -219,7 +227,8 @@ pub async fn bootstrap(
     let admin = PrincipalId::parse(&settings.admin).map_err(|e| invalid("--admin", e))?;
     let store = open_store(&settings.database_url, &settings.db).await?;
     let hasher = Hasher::new(&settings.hashing, settings.pepper.clone())?;
-    let engine = Engine::new(store, hasher, clock, TimeDelta::days(7));
+    let cache = Arc::new(ValidationCache::new(&CacheSettings::default()));
+    let engine = Engine::new(store, hasher, clock, TimeDelta::days(7), cache);
     let tenant = Tenant {
         display_name: settings
             .tenant_name

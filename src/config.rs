@@ -5,6 +5,7 @@
 //! wins over its variable); the file fills what both left unset. Keys of the file are the
 //! long flag names with `_` for `-` (`database_url = "…"`).
 
+pub use crate::cache::CacheSettings;
 use crate::hashing::{HashSettings, Pepper};
 use crate::store::DbOptions;
 use clap::{Args, Parser, Subcommand};
@@ -110,6 +111,16 @@ pub struct ServeArgs {
     /// A token used within this window is ACTIVE, used before it INACTIVE [default: 7d]
     #[arg(long, env = "JETON_ACTIVITY_WINDOW", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub activity_window: Option<Duration>,
+    /// Most tokens kept in the validation cache [default: 1000000]
+    #[arg(long, env = "JETON_CACHE_CAPACITY", value_name = "N")]
+    pub cache_capacity: Option<u64>,
+    /// Longest time a validation-cache entry is kept, whatever happens [default: 60s]
+    #[arg(long, env = "JETON_CACHE_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub cache_ttl: Option<Duration>,
+    /// How often the change log is read to invalidate cached entries changed by other
+    /// replicas [default: 100ms]
+    #[arg(long, env = "JETON_CHANGE_POLL_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub change_poll_interval: Option<Duration>,
     /// How often last-use times are written to the database; a crash loses at most this
     /// much [default: 60s]
     #[arg(long, env = "JETON_LAST_USE_FLUSH_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
@@ -162,6 +173,11 @@ pub struct FileConfig {
     #[serde(default, with = "opt_duration")]
     last_use_flush_interval: Option<Duration>,
     api_url: Option<String>,
+    cache_capacity: Option<u64>,
+    #[serde(default, with = "opt_duration")]
+    cache_ttl: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    change_poll_interval: Option<Duration>,
 }
 
 mod opt_duration {
@@ -272,6 +288,7 @@ pub struct Settings {
     pub pepper: Pepper,
     pub activity_window: Duration,
     pub last_use_flush_interval: Duration,
+    pub cache: CacheSettings,
 }
 
 impl Settings {
@@ -286,6 +303,7 @@ impl Settings {
             pepper: Pepper::default(),
             activity_window: Duration::from_secs(7 * 24 * 3600),
             last_use_flush_interval: Duration::from_secs(60),
+            cache: CacheSettings::default(),
         }
     }
 }
@@ -380,7 +398,19 @@ pub fn serve_settings(args: &ServeArgs, file: &FileConfig) -> Result<Settings, C
         }
     };
     let d = Settings::new(DEFAULT_DATABASE_URL);
+    let mut cache = d.cache.clone();
+    if let Some(n) = args.cache_capacity.or(file.cache_capacity) {
+        cache.capacity = n;
+    }
+    if let Some(t) = args.cache_ttl.or(file.cache_ttl) {
+        cache.ttl = t;
+    }
+    if let Some(t) = args.change_poll_interval.or(file.change_poll_interval) {
+        cache.poll_interval = t;
+        cache.stale_after = cache.stale_after.max(t * 5);
+    }
     Ok(Settings {
+        cache,
         listen: args.listen.or(file.listen).unwrap_or(d.listen),
         database_url,
         db,

@@ -2,6 +2,7 @@
 //! nothing (it receives domain types), asks the domain for the decision, and talks to the
 //! store, the hasher and the last-use buffer. It knows neither protobuf nor SQL.
 
+use crate::cache::{Lookup, ValidationCache, Verified};
 use crate::domain::{
     Actor, Assignment, Clock, Denied, GeneratedToken, Namespace, Principal, PrincipalId, Reason,
     Role, ScopeSet, Subject, Tenant, TenantId, Token, TokenId, TokenName, TokenStatus, TokenString,
@@ -9,9 +10,11 @@ use crate::domain::{
 };
 use crate::hashing::{HashError, Hasher};
 use crate::last_use::LastUse;
-use crate::store::{Store, StoreError, TokenQuery};
+use crate::store::{Changed, Store, StoreError, TokenQuery};
 use chrono::{DateTime, TimeDelta, Utc};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
 
 /// What can go wrong in a use case, one variant per answer a caller can get.
 #[derive(Debug, thiserror::Error)]
@@ -106,7 +109,15 @@ pub struct Engine {
     clock: Arc<dyn Clock>,
     window: TimeDelta,
     last_use: Arc<LastUse>,
+    cache: Arc<ValidationCache>,
+    /// First validations in progress, by digest of the presented secret: concurrent first
+    /// uses of the same token share one database read and one Argon2 verification.
+    inflight: Arc<Mutex<HashMap<[u8; 32], Arc<Flight>>>>,
 }
+
+/// The shared outcome of one first validation: the verified entry, or `None` for "no such
+/// token or wrong secret".
+type Flight = OnceCell<Option<Arc<Verified>>>;
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,7 +128,13 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    pub fn new(store: Store, hasher: Hasher, clock: Arc<dyn Clock>, window: TimeDelta) -> Self {
+    pub fn new(
+        store: Store,
+        hasher: Hasher,
+        clock: Arc<dyn Clock>,
+        window: TimeDelta,
+        cache: Arc<ValidationCache>,
+    ) -> Self {
         let last_use = Arc::new(LastUse::new(store.clone()));
         Self {
             store,
@@ -125,7 +142,17 @@ impl Engine {
             clock,
             window,
             last_use,
+            cache,
+            inflight: Arc::default(),
         }
+    }
+
+    pub fn cache(&self) -> &Arc<ValidationCache> {
+        &self.cache
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -250,6 +277,8 @@ impl Engine {
             )
             .await?;
         self.store.insert_token(&generated.token, &hash).await?;
+        self.cache
+            .invalidate(&Changed::Token(generated.token.id.clone()));
         tracing::info!(token.id = %generated.token.id, tenant = %actor.tenant, actor = %actor.principal, "token generated");
         Ok((generated, tenant.api_url))
     }
@@ -303,13 +332,46 @@ impl Engine {
         {
             return Err(GONE);
         }
+        // This replica answers from the database from now on; the others within a poll.
+        self.cache.invalidate(&Changed::Token(id.clone()));
         tracing::info!(token.id = %id, tenant = %actor.tenant, actor = %actor.principal, "token revoked");
         Ok(())
     }
 
-    /// Finds the token behind a presented string and checks its secret. Revoked and expired
-    /// tokens are returned too: the caller decides.
-    async fn verified(&self, presented: &TokenString) -> Result<Result<Token, Reason>> {
+    /// The verified entry behind a presented token string, or `None` when there is no such
+    /// token or the secret is wrong (indistinguishable on purpose). Revoked and expired tokens
+    /// are returned too: the caller judges.
+    async fn verified(&self, presented: &TokenString) -> Result<Option<Arc<Verified>>> {
+        let id = presented.id();
+        match self.cache.token(&id) {
+            Lookup::Hit(v) => return Ok(v.matches(presented.secret()).then_some(v)),
+            Lookup::Absent => return Ok(None),
+            Lookup::Miss => {}
+        }
+        let digest = crate::cache::digest(presented.secret());
+        let flight = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            inflight.entry(digest).or_default().clone()
+        };
+        let outcome = flight
+            .get_or_try_init(|| self.load_verified(presented))
+            .await
+            .cloned();
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            if inflight
+                .get(&digest)
+                .is_some_and(|f| Arc::ptr_eq(f, &flight))
+            {
+                inflight.remove(&digest);
+            }
+        }
+        outcome
+    }
+
+    /// The slow path of [`Self::verified`]: one database read and one Argon2 verification.
+    async fn load_verified(&self, presented: &TokenString) -> Result<Option<Arc<Verified>>> {
+        let epoch = self.cache.epoch();
         let id = presented.id();
         let found = self.store.token_with_hash(&id).await?;
         let (token, hash) = match found {
@@ -322,20 +384,34 @@ impl Engine {
             .verify(presented.secret().to_vec(), hash)
             .await?;
         Ok(match token {
-            Some(t) if good && t.namespace == presented.namespace() => Ok(t),
-            _ => Err(Reason::NotFound),
+            Some(t) if good && t.namespace == presented.namespace() => {
+                Some(self.cache.remember_token(epoch, t, presented.secret()))
+            }
+            Some(_) => None,
+            None => {
+                self.cache.remember_absent(epoch, &id);
+                None
+            }
         })
     }
 
     /// The owner of an API token as stored now; tenant tokens have none.
-    async fn owner_of(&self, token: &Token) -> Result<Option<Principal>> {
-        match token.namespace {
-            Namespace::Api => Ok(self
-                .store
-                .principal(&token.tenant, token.subject.as_str())
-                .await?),
-            _ => Ok(None),
+    async fn owner_of(&self, entry: &Verified) -> Result<Option<Arc<Principal>>> {
+        let token = &entry.token;
+        if token.namespace != Namespace::Api {
+            return Ok(None);
         }
+        if let Some(p) = self.cache.principal(entry.owner_key()) {
+            return Ok(p);
+        }
+        let epoch = self.cache.epoch();
+        let p = self
+            .store
+            .principal(&token.tenant, token.subject.as_str())
+            .await?;
+        Ok(self
+            .cache
+            .remember_principal(epoch, entry.owner_key().clone(), p))
     }
 
     /// Rules 3, 6, 7 and 9: whether `presented` is good in `namespace` with `required`
@@ -352,16 +428,16 @@ impl Engine {
         if presented.namespace() != namespace {
             return Ok(Err(Reason::WrongNamespace));
         }
-        let mut token = match self.verified(&presented).await? {
-            Ok(t) => t,
-            Err(r) => return Ok(Err(r)),
+        let Some(entry) = self.verified(&presented).await? else {
+            return Ok(Err(Reason::NotFound));
         };
-        let owner = self.owner_of(&token).await?;
+        let owner = self.owner_of(&entry).await?;
         let now = self.now();
         Ok(
-            match judge(&token, owner.as_ref(), namespace, required, now) {
+            match judge(&entry.token, owner.as_deref(), namespace, required, now) {
                 Ok(effective) => {
-                    self.last_use.record(&token.id, now);
+                    self.last_use.record(&entry.token.id, now);
+                    let mut token = entry.token.clone();
                     token.last_used_at = Some(now);
                     Ok(Validated { token, effective })
                 }
@@ -379,17 +455,18 @@ impl Engine {
         if presented.namespace() != Namespace::Api {
             return Err(BAD);
         }
-        let token = self.verified(&presented).await?.map_err(|_| BAD)?;
+        let entry = self.verified(&presented).await?.ok_or(BAD)?;
+        let token = &entry.token;
         let now = self.now();
         if token.revoked_at.is_some() || token.is_expired_at(now) {
             return Err(BAD);
         }
-        let owner = self.owner_of(&token).await?.ok_or(BAD)?;
+        let owner = self.owner_of(&entry).await?.ok_or(BAD)?;
         self.last_use.record(&token.id, now);
         Ok(Actor {
             scopes: token.scopes.intersect(owner.scopes_at(now)),
-            tenant: owner.tenant,
-            principal: owner.id,
+            tenant: owner.tenant.clone(),
+            principal: owner.id.clone(),
         })
     }
 
@@ -434,6 +511,8 @@ impl Engine {
             _ => None,
         };
         self.store.put_principal(&p, self.now()).await?;
+        self.cache
+            .invalidate(&Changed::Principal(p.tenant.clone(), p.id.clone()));
         tracing::info!(tenant = %p.tenant, principal = %p.id, role = ?p.role, assignment = ?p.assignment, actor = %actor.principal, "principal put");
         Ok(p)
     }
@@ -464,9 +543,15 @@ impl Engine {
 
     pub async fn delete_principal(&self, actor: &Actor, id: &PrincipalId) -> Result<()> {
         Self::require_admin(actor)?;
-        if !self.store.delete_principal(&actor.tenant, id).await? {
+        if !self
+            .store
+            .delete_principal(&actor.tenant, id, self.now())
+            .await?
+        {
             return Err(Error::NotFound("no such principal"));
         }
+        self.cache
+            .invalidate(&Changed::Principal(actor.tenant.clone(), id.clone()));
         tracing::info!(tenant = %actor.tenant, principal = %id, actor = %actor.principal, "principal deleted");
         Ok(())
     }

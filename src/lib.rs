@@ -20,6 +20,7 @@
 
 pub mod app;
 mod auth;
+mod cache;
 pub mod cli;
 pub mod config;
 pub mod domain;

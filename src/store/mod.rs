@@ -12,7 +12,7 @@ use crate::domain::{
     Token, TokenId, TokenName, TokenStatus,
 };
 use chrono::{DateTime, Utc};
-use entity::{principal, tenant, token};
+use entity::{change, principal, tenant, token};
 use migration::Migrator;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -45,11 +45,73 @@ impl From<DbErr> for StoreError {
         if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
             return StoreError::Conflict;
         }
-        match e {
-            DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => StoreError::Unavailable(e),
-            e => StoreError::Other(e),
+        if is_unavailable(&e) {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Other(e)
         }
     }
+}
+
+/// Whether an error means "the database cannot be reached or is going away" — worth
+/// answering `UNAVAILABLE` and retrying — rather than a fault in the statement.
+fn is_unavailable(e: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    use sea_orm::sqlx::Error as Sqlx;
+    match e {
+        DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
+        DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)) => match x
+            .as_ref()
+        {
+            Sqlx::Io(_)
+            | Sqlx::Tls(_)
+            | Sqlx::PoolTimedOut
+            | Sqlx::PoolClosed
+            | Sqlx::WorkerCrashed => true,
+            // PostgreSQL classes 08 (connection exception), 57 (operator intervention, e.g.
+            // shutdown or a terminated backend), 53 (insufficient resources) and 3D000
+            // (database does not exist, as while it is being recreated).
+            Sqlx::Database(d) => d.code().is_some_and(|c| {
+                c.starts_with("08") || c.starts_with("57") || c.starts_with("53") || c == "3D000"
+            }),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+/// A change that can make a cached validation answer wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changed {
+    /// A token was created, revoked or otherwise changed.
+    Token(TokenId),
+    /// A principal was created, changed or removed.
+    Principal(TenantId, PrincipalId),
+}
+
+/// One row of the change log.
+#[derive(Debug, Clone)]
+pub struct ChangeRow {
+    pub seq: i64,
+    /// `None` for a row that does not parse (skipped by the follower).
+    pub what: Option<Changed>,
+}
+
+async fn append_change(db: &impl ConnectionTrait, what: &Changed, at: DateTime<Utc>) -> Result<()> {
+    let (kind, tenant, key) = match what {
+        Changed::Token(id) => ("token", "", id.as_str()),
+        Changed::Principal(t, p) => ("principal", t.as_str(), p.as_str()),
+    };
+    change::ActiveModel {
+        seq: sea_orm::ActiveValue::NotSet,
+        kind: Set(kind.to_owned()),
+        tenant_id: Set(tenant.to_owned()),
+        key: Set(key.to_owned()),
+        at: Set(at.timestamp_micros()),
+    }
+    .insert(db)
+    .await?;
+    Ok(())
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -139,6 +201,13 @@ impl Store {
         .await?;
         principal_row(admin, now).insert(&txn).await?;
         token_row(first_token, secret_hash).insert(&txn).await?;
+        append_change(
+            &txn,
+            &Changed::Principal(admin.tenant.clone(), admin.id.clone()),
+            now,
+        )
+        .await?;
+        append_change(&txn, &Changed::Token(first_token.id.clone()), now).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -160,6 +229,7 @@ impl Store {
     /// Creates or replaces a principal.
     pub async fn put_principal(&self, p: &Principal, now: DateTime<Utc>) -> Result<()> {
         let row = principal_row(p, now);
+        let txn = self.db.begin().await?;
         principal::Entity::insert(row)
             .on_conflict(
                 sea_orm::sea_query::OnConflict::columns([
@@ -175,8 +245,15 @@ impl Store {
                 ])
                 .to_owned(),
             )
-            .exec(&self.db)
+            .exec(&txn)
             .await?;
+        append_change(
+            &txn,
+            &Changed::Principal(p.tenant.clone(), p.id.clone()),
+            now,
+        )
+        .await?;
+        txn.commit().await?;
         Ok(())
     }
 
@@ -208,16 +285,32 @@ impl Store {
     }
 
     /// Removes a principal; false if there was none.
-    pub async fn delete_principal(&self, tenant: &TenantId, id: &PrincipalId) -> Result<bool> {
+    pub async fn delete_principal(
+        &self,
+        tenant: &TenantId,
+        id: &PrincipalId,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let txn = self.db.begin().await?;
         let res =
             principal::Entity::delete_by_id((tenant.as_str().to_owned(), id.as_str().to_owned()))
-                .exec(&self.db)
+                .exec(&txn)
                 .await?;
-        Ok(res.rows_affected > 0)
+        if res.rows_affected == 0 {
+            return Ok(false);
+        }
+        append_change(&txn, &Changed::Principal(tenant.clone(), id.clone()), now).await?;
+        txn.commit().await?;
+        Ok(true)
     }
 
+    /// Stores a new token. Its change row clears every replica's negative cache entry for its
+    /// id.
     pub async fn insert_token(&self, t: &Token, secret_hash: &str) -> Result<()> {
-        token_row(t, secret_hash).insert(&self.db).await?;
+        let txn = self.db.begin().await?;
+        token_row(t, secret_hash).insert(&txn).await?;
+        append_change(&txn, &Changed::Token(t.id.clone()), t.created_at).await?;
+        txn.commit().await?;
         Ok(())
     }
 
@@ -282,15 +375,63 @@ impl Store {
         at: DateTime<Utc>,
     ) -> Result<bool> {
         use token::Column as C;
+        let txn = self.db.begin().await?;
         let res = token::Entity::update_many()
             .col_expr(C::RevokedAt, Expr::value(at.timestamp_micros()))
             .col_expr(C::RevokedBy, Expr::value(by.as_str()))
             .filter(C::Id.eq(id.as_str()))
             .filter(C::TenantId.eq(tenant.as_str()))
             .filter(C::RevokedAt.is_null())
+            .exec(&txn)
+            .await?;
+        if res.rows_affected == 0 {
+            return Ok(false);
+        }
+        append_change(&txn, &Changed::Token(id.clone()), at).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Change-log rows numbered above `floor`, in order.
+    pub async fn changes_after(&self, floor: i64, limit: u64) -> Result<Vec<ChangeRow>> {
+        let rows = change::Entity::find()
+            .filter(change::Column::Seq.gt(floor))
+            .order_by_asc(change::Column::Seq)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| ChangeRow {
+                seq: r.seq,
+                what: match r.kind.as_str() {
+                    "token" => TokenId::parse(&r.key).ok().map(Changed::Token),
+                    "principal" => TenantId::parse(&r.tenant_id)
+                        .ok()
+                        .zip(PrincipalId::parse(&r.key).ok())
+                        .map(|(t, p)| Changed::Principal(t, p)),
+                    _ => None,
+                },
+            })
+            .collect())
+    }
+
+    /// The highest change number so far (0 when there is none).
+    pub async fn last_change(&self) -> Result<i64> {
+        let row = change::Entity::find()
+            .order_by_desc(change::Column::Seq)
+            .one(&self.db)
+            .await?;
+        Ok(row.map_or(0, |r| r.seq))
+    }
+
+    /// Deletes change-log rows older than `before`; every replica has long applied them.
+    pub async fn prune_changes(&self, before: DateTime<Utc>) -> Result<u64> {
+        let res = change::Entity::delete_many()
+            .filter(change::Column::At.lt(before.timestamp_micros()))
             .exec(&self.db)
             .await?;
-        Ok(res.rows_affected > 0)
+        Ok(res.rows_affected)
     }
 
     /// Writes last-use times in one transaction. Monotonic: a stored time is only ever moved
