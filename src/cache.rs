@@ -324,10 +324,10 @@ pub async fn follow(store: Store, cache: Arc<ValidationCache>, every: Duration) 
         match store.changes_after(cursor.floor(), 10_000).await {
             Ok(rows) => {
                 for row in rows {
-                    if cursor.admit(row.seq) {
-                        if let Some(what) = row.what {
-                            cache.invalidate(&what);
-                        }
+                    if cursor.admit(row.seq)
+                        && let Some(what) = row.what
+                    {
+                        cache.invalidate(&what);
                     }
                 }
                 cursor.advance(Instant::now());
