@@ -556,3 +556,122 @@ impl Engine {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::CacheSettings;
+    use crate::domain::{ManualClock, Tenant};
+    use crate::hashing::{HashSettings, Pepper};
+    use crate::store::DbOptions;
+    use std::time::Duration;
+
+    async fn engine(url: &str, clock: Arc<ManualClock>) -> Engine {
+        let store = Store::connect(url, &DbOptions::default()).await.unwrap();
+        store.migrate().await.unwrap();
+        let hashing = HashSettings {
+            memory_kib: 256,
+            iterations: 1,
+            ..HashSettings::default()
+        };
+        let hasher = Hasher::new(&hashing, Pepper::default()).unwrap();
+        let cache = Arc::new(ValidationCache::new(&CacheSettings::default()));
+        tokio::spawn(crate::cache::follow(
+            store.clone(),
+            cache.clone(),
+            Duration::from_millis(20),
+        ));
+        Engine::new(store, hasher, clock, TimeDelta::days(7), cache)
+    }
+
+    /// A miss for an id is remembered, but a token created with that id just afterwards —
+    /// on another replica — is found within the change-log deadline.
+    #[tokio::test]
+    async fn the_negative_cache_does_not_hide_a_token_created_after_a_miss() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("j.db").display());
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let a = engine(&url, clock.clone()).await;
+        let b = engine(&url, clock.clone()).await;
+        let tenant = Tenant {
+            id: TenantId::parse("contoso").unwrap(),
+            display_name: "Contoso".into(),
+            api_url: "https://contoso.test".into(),
+        };
+        let admin = PrincipalId::parse("alice").unwrap();
+        a.bootstrap(tenant, admin.clone()).await.unwrap();
+
+        let string = TokenString::generate(Namespace::Api).unwrap();
+        let check = |e: &Engine| {
+            let e = e.clone();
+            let s = string.expose().to_owned();
+            async move {
+                e.validate(&s, Namespace::Api, ScopeSet::EMPTY)
+                    .await
+                    .unwrap()
+            }
+        };
+        assert!(matches!(check(&b).await, Err(Reason::NotFound)));
+        assert!(
+            matches!(b.cache.token(&string.id()), Lookup::Absent),
+            "the miss is cached"
+        );
+
+        // Replica A stores a token with exactly that id.
+        let hash = a.hasher.hash(string.secret().to_vec()).await.unwrap();
+        let token = Token {
+            id: string.id(),
+            tenant: TenantId::parse("contoso").unwrap(),
+            namespace: Namespace::Api,
+            name: TokenName::parse("late").unwrap(),
+            subject: admin.clone().into(),
+            creator: admin,
+            scopes: ScopeSet::ALL,
+            created_at: clock.now(),
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+        };
+        a.store.insert_token(&token, &hash).await.unwrap();
+
+        let start = std::time::Instant::now();
+        while check(&b).await.is_err() {
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "still hidden after 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Concurrent first validations of one token share one Argon2 verification.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_validations_share_one_verification() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("j.db").display());
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let e = engine(&url, clock).await;
+        let tenant = Tenant {
+            id: TenantId::parse("contoso").unwrap(),
+            display_name: "Contoso".into(),
+            api_url: "https://contoso.test".into(),
+        };
+        let g = e
+            .bootstrap(tenant, PrincipalId::parse("alice").unwrap())
+            .await
+            .unwrap();
+        let before = e.hasher.verifications();
+        let mut calls = Vec::new();
+        for _ in 0..16 {
+            let e = e.clone();
+            let s = g.string.expose().to_owned();
+            calls.push(tokio::spawn(async move {
+                e.validate(&s, Namespace::Api, ScopeSet::EMPTY).await
+            }));
+        }
+        for c in calls {
+            assert!(c.await.unwrap().unwrap().is_ok());
+        }
+        assert_eq!(e.hasher.verifications() - before, 1);
+    }
+}

@@ -72,6 +72,8 @@ pub struct Hasher {
     /// A hash of a random string with the current parameters, verified against when an id is
     /// unknown so that the answer costs the same as a wrong secret.
     dummy: Arc<str>,
+    /// Verifications run so far (benchmarks and tests read it).
+    verifications: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Hasher {
@@ -89,6 +91,7 @@ impl Hasher {
             permits: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
             queue_timeout: settings.queue_timeout,
             dummy: Arc::from(""),
+            verifications: Arc::default(),
         };
         let mut random = [0u8; 32];
         rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut random)
@@ -107,6 +110,8 @@ impl Hasher {
     /// answers false. The comparison inside is constant-time.
     pub async fn verify(&self, secret: Vec<u8>, phc: Option<String>) -> Result<bool, HashError> {
         let pepper = self.pepper.clone();
+        self.verifications
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (phc, known) = match phc {
             Some(p) => (p, true),
             None => (self.dummy.to_string(), false),
@@ -116,6 +121,11 @@ impl Hasher {
             Ok(argon.verify_password(&secret, phc.as_str()).is_ok() && known)
         })
         .await
+    }
+
+    pub fn verifications(&self) -> u64 {
+        self.verifications
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     async fn run<T: Send + 'static>(

@@ -202,6 +202,24 @@ impl TestApp {
         }));
     }
 
+    /// Another replica: a second server, with its own cache and pool, on the same database
+    /// and clock.
+    pub async fn replica(&self) -> TestApp {
+        let mut r = TestApp {
+            addr: self.addr,
+            clock: self.clock.clone(),
+            admin: self.admin.clone(),
+            db_url: self.db_url.clone(),
+            transport: self.transport,
+            dir: tempfile::tempdir().unwrap(),
+            pg_database: None,
+            stop: None,
+            server: None,
+        };
+        r.start(|_| {}).await;
+        r
+    }
+
     /// Stops the server gracefully (flushing last-use times) and waits for it.
     pub async fn stop(&mut self) {
         if let Some(tx) = self.stop.take() {

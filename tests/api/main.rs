@@ -8,4 +8,5 @@ mod directory;
 mod helpers;
 mod logs;
 mod operators;
+mod scaleout;
 mod tokens;
