@@ -16,7 +16,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -167,7 +167,13 @@ impl Server {
             .add_service(DirectoryServiceServer::new(DirectoryApi::new(
                 engine.clone(),
             )))
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown);
+            .serve_with_incoming_shutdown(
+                // Small responses must not wait for Nagle's algorithm and delayed ACKs (40 ms).
+                TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(std::time::Duration::from_secs(60))),
+                shutdown,
+            );
         let served = tokio::select! {
             r = serve => r,
             () = drain_deadline => {

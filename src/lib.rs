@@ -20,6 +20,8 @@
 
 pub mod app;
 mod auth;
+#[doc(hidden)]
+pub mod bench_support;
 mod cache;
 pub mod cli;
 pub mod config;

@@ -314,6 +314,18 @@ impl Store {
         Ok(())
     }
 
+    /// Stores many tokens at once (benchmark seeding), in transactions of `chunk` rows.
+    pub async fn insert_tokens_bulk(&self, rows: &[(Token, String)], chunk: usize) -> Result<()> {
+        for part in rows.chunks(chunk.max(1)) {
+            let txn = self.db.begin().await?;
+            token::Entity::insert_many(part.iter().map(|(t, h)| token_row(t, h)))
+                .exec(&txn)
+                .await?;
+            txn.commit().await?;
+        }
+        Ok(())
+    }
+
     /// A token and its secret hash, by id: the validation lookup.
     pub async fn token_with_hash(&self, id: &TokenId) -> Result<Option<(Token, String)>> {
         let row = token::Entity::find_by_id(id.as_str()).one(&self.db).await?;
@@ -456,6 +468,33 @@ impl Store {
         }
         txn.commit().await?;
         Ok(written)
+    }
+
+    /// Runs one statement on a database server outside any jeton schema (benchmark set-up:
+    /// `CREATE DATABASE`, `DROP DATABASE`).
+    pub async fn admin_statement(url: &str, sql: &str) -> Result<()> {
+        let db = sea_orm::Database::connect(url).await?;
+        db.execute_unprepared(sql).await?;
+        db.close().await?;
+        Ok(())
+    }
+
+    /// Rows updated in `tokens` since the statistics were reset (PostgreSQL only; the
+    /// benchmark counts last-use writes with it).
+    pub async fn token_updates(&self) -> Result<i64> {
+        use sea_orm::{FromQueryResult, Statement};
+        #[derive(FromQueryResult)]
+        struct Row {
+            n: i64,
+        }
+        self.db.execute_unprepared("SELECT pg_stat_clear_snapshot()").await?;
+        let row = Row::find_by_statement(Statement::from_string(
+            self.db.get_database_backend(),
+            "SELECT n_tup_upd::bigint AS n FROM pg_stat_user_tables WHERE relname = 'tokens'",
+        ))
+        .one(&self.db)
+        .await?;
+        Ok(row.map_or(0, |r| r.n))
     }
 
     /// Cheap round trip used by the health check.
