@@ -74,7 +74,13 @@ impl Server {
                 message: e.to_string(),
             })?;
         let cache = Arc::new(ValidationCache::new(&settings.cache));
-        let engine = Engine::new(store, hasher, clock, window, cache);
+        let max_activation =
+            TimeDelta::from_std(settings.max_activation).map_err(|e| AppError::Invalid {
+                what: "maximum activation",
+                message: e.to_string(),
+            })?;
+        let engine =
+            Engine::new(store, hasher, clock, window, cache).with_max_activation(max_activation);
         let tls = settings.tls.as_ref().map(tls_config).transpose()?;
         let listener =
             TcpListener::bind(settings.listen)
@@ -127,6 +133,10 @@ impl Server {
         let flusher = tokio::spawn(flush_every(
             engine.clone(),
             settings.last_use_flush_interval,
+        ));
+        let sweeper = tokio::spawn(sweep_every(
+            engine.clone(),
+            settings.activation_sweep_interval,
         ));
         let follower = tokio::spawn(cache::follow(
             engine.store().clone(),
@@ -183,6 +193,7 @@ impl Server {
         };
         flusher.abort();
         follower.abort();
+        sweeper.abort();
         match engine.last_use().flush().await {
             Ok(n) => tracing::info!(written = n, "last-use times flushed; stopped"),
             Err(e) => tracing::error!(error = %e, "could not flush last-use times at shutdown"),
@@ -198,6 +209,18 @@ async fn flush_every(engine: Engine, every: std::time::Duration) {
         tick.tick().await;
         if let Err(e) = engine.last_use().flush().await {
             tracing::warn!(error = %e, "last-use flush failed; will retry");
+        }
+    }
+}
+
+/// Records activations that ended by time in the audit trail.
+async fn sweep_every(engine: Engine, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(10)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = engine.expire_activations().await {
+            tracing::warn!(error = %e, "recording ended activations failed; will retry");
         }
     }
 }
@@ -244,6 +267,7 @@ pub async fn bootstrap(
             .api_url
             .clone()
             .unwrap_or_else(|| format!("https://{tenant}.api.jeton.example")),
+        max_token_lifetime: None,
         id: tenant,
     };
     let generated = engine.bootstrap(tenant, admin).await?;

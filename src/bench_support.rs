@@ -57,6 +57,7 @@ pub async fn seed_tokens(
             },
             expires_at: None,
             revoked_at: None,
+            replaces: None,
         };
         rows.push((token, hash));
         strings.push(s.expose().to_owned());
@@ -73,9 +74,12 @@ pub async fn seed_tokens(
 pub fn argon2_verify_once() -> std::time::Duration {
     use argon2::{Argon2, PasswordHasher, PasswordVerifier};
     let d = HashSettings::default();
-    let params = argon2::Params::new(d.memory_kib, d.iterations, d.parallelism, None).unwrap_or_default();
+    let params =
+        argon2::Params::new(d.memory_kib, d.iterations, d.parallelism, None).unwrap_or_default();
     let a = Argon2::new(argon2::Algorithm::Argon2id, argon2::Version::V0x13, params);
-    let phc = a.hash_password(b"0123456789012345678901234567890123456789012").map(|h| h.to_string());
+    let phc = a
+        .hash_password(b"0123456789012345678901234567890123456789012")
+        .map(|h| h.to_string());
     let start = std::time::Instant::now();
     if let Ok(phc) = phc {
         let _ = a.verify_password(b"0123456789012345678901234567890123456789012", phc.as_str());
@@ -85,7 +89,11 @@ pub fn argon2_verify_once() -> std::time::Duration {
 
 /// Creates (or drops, with `create = false`) a PostgreSQL database named `name` on the server
 /// of `admin_url`.
-pub async fn pg_database(admin_url: &str, name: &str, create: bool) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+pub async fn pg_database(
+    admin_url: &str,
+    name: &str,
+    create: bool,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let sql = if create {
         format!("CREATE DATABASE {name}")
     } else {

@@ -111,6 +111,12 @@ pub struct ServeArgs {
     /// A token used within this window is ACTIVE, used before it INACTIVE [default: 7d]
     #[arg(long, env = "JETON_ACTIVITY_WINDOW", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub activity_window: Option<Duration>,
+    /// Longest activation of an eligible role (ActivateRole) [default: 8h]
+    #[arg(long, env = "JETON_MAX_ACTIVATION", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub max_activation: Option<Duration>,
+    /// How often activations that ended are recorded in the audit trail [default: 10s]
+    #[arg(long, env = "JETON_ACTIVATION_SWEEP_INTERVAL", value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub activation_sweep_interval: Option<Duration>,
     /// Most tokens kept in the validation cache [default: 1000000]
     #[arg(long, env = "JETON_CACHE_CAPACITY", value_name = "N")]
     pub cache_capacity: Option<u64>,
@@ -173,6 +179,10 @@ pub struct FileConfig {
     #[serde(default, with = "opt_duration")]
     last_use_flush_interval: Option<Duration>,
     api_url: Option<String>,
+    #[serde(default, with = "opt_duration")]
+    max_activation: Option<Duration>,
+    #[serde(default, with = "opt_duration")]
+    activation_sweep_interval: Option<Duration>,
     cache_capacity: Option<u64>,
     #[serde(default, with = "opt_duration")]
     cache_ttl: Option<Duration>,
@@ -289,6 +299,8 @@ pub struct Settings {
     pub activity_window: Duration,
     pub last_use_flush_interval: Duration,
     pub cache: CacheSettings,
+    pub max_activation: Duration,
+    pub activation_sweep_interval: Duration,
 }
 
 impl Settings {
@@ -304,6 +316,8 @@ impl Settings {
             activity_window: Duration::from_secs(7 * 24 * 3600),
             last_use_flush_interval: Duration::from_secs(60),
             cache: CacheSettings::default(),
+            max_activation: Duration::from_secs(8 * 3600),
+            activation_sweep_interval: Duration::from_secs(10),
         }
     }
 }
@@ -411,6 +425,14 @@ pub fn serve_settings(args: &ServeArgs, file: &FileConfig) -> Result<Settings, C
     }
     Ok(Settings {
         cache,
+        max_activation: args
+            .max_activation
+            .or(file.max_activation)
+            .unwrap_or(d.max_activation),
+        activation_sweep_interval: args
+            .activation_sweep_interval
+            .or(file.activation_sweep_interval)
+            .unwrap_or(d.activation_sweep_interval),
         listen: args.listen.or(file.listen).unwrap_or(d.listen),
         database_url,
         db,

@@ -4,9 +4,10 @@
 
 use crate::cache::{Lookup, ValidationCache, Verified};
 use crate::domain::{
-    Actor, Assignment, Clock, Denied, GeneratedToken, Namespace, Principal, PrincipalId, Reason,
-    Role, ScopeSet, Subject, Tenant, TenantId, Token, TokenId, TokenName, TokenStatus, TokenString,
-    judge, scopes_for_new_token, status_of,
+    Actor, Assignment, AuditAction, AuditEvent, Clock, Denied, GeneratedToken, Namespace,
+    Principal, PrincipalId, Reason, Role, ScopeSet, Subject, Tenant, TenantId, Token, TokenId,
+    TokenName, TokenStatus, TokenString, activation_end, judge, rotated_scopes,
+    scopes_for_new_token, status_of,
 };
 use crate::hashing::{HashError, Hasher};
 use crate::last_use::LastUse;
@@ -32,6 +33,8 @@ pub enum Error {
     NotFound(&'static str),
     #[error("{0}")]
     AlreadyExists(&'static str),
+    #[error("{0}")]
+    FailedPrecondition(&'static str),
     #[error("too many secret verifications in progress; retry shortly")]
     Busy,
     #[error("database unavailable")]
@@ -82,14 +85,50 @@ pub struct Validated {
     pub effective: ScopeSet,
 }
 
-/// What `Generate` was asked for, already parsed.
+/// What `Generate` was asked for, already parsed. `None` stands for a field left empty.
 #[derive(Debug)]
 pub struct GenerateInput {
-    pub name: TokenName,
-    pub namespace: Namespace,
+    pub name: Option<TokenName>,
+    pub namespace: Option<Namespace>,
     pub scopes: ScopeSet,
     pub subject: Option<Subject>,
     pub expires_at: Option<DateTime<Utc>>,
+    pub rotate: Option<Rotation>,
+}
+
+/// Which token a `Generate` rotates, and how long the old one keeps working.
+#[derive(Debug, Clone)]
+pub struct Rotation {
+    pub old: TokenId,
+    pub grace: TimeDelta,
+}
+
+/// The answer of `Generate`.
+#[derive(Debug)]
+pub struct Generated {
+    pub generated: GeneratedToken,
+    pub api_url: String,
+    pub expiry_clamped: bool,
+}
+
+/// Everything a new token is made of.
+struct NewToken {
+    tenant: TenantId,
+    namespace: Namespace,
+    name: TokenName,
+    subject: Subject,
+    creator: PrincipalId,
+    scopes: ScopeSet,
+    expires_at: Option<DateTime<Utc>>,
+    replaces: Option<TokenId>,
+}
+
+/// Changes to a tenant; `None` leaves a field as it is.
+#[derive(Debug, Default)]
+pub struct TenantUpdate {
+    pub display_name: Option<String>,
+    pub api_url: Option<String>,
+    pub max_token_lifetime: Option<Option<TimeDelta>>,
 }
 
 /// What `List` was asked for, already parsed.
@@ -100,6 +139,8 @@ pub struct ListInput {
     pub owner: Option<Subject>,
     pub limit: u64,
     pub after: Option<(DateTime<Utc>, TokenId)>,
+    /// Only tokens not yet expired that expire within this duration.
+    pub expire_within: Option<TimeDelta>,
 }
 
 #[derive(Clone)]
@@ -108,6 +149,8 @@ pub struct Engine {
     hasher: Hasher,
     clock: Arc<dyn Clock>,
     window: TimeDelta,
+    /// Longest activation of an eligible role.
+    max_activation: TimeDelta,
     last_use: Arc<LastUse>,
     cache: Arc<ValidationCache>,
     /// First validations in progress, by digest of the presented secret: concurrent first
@@ -141,10 +184,17 @@ impl Engine {
             hasher,
             clock,
             window,
+            max_activation: TimeDelta::hours(8),
             last_use,
             cache,
             inflight: Arc::default(),
         }
+    }
+
+    /// Sets the longest activation of an eligible role (8 hours by default).
+    pub fn with_max_activation(mut self, max: TimeDelta) -> Self {
+        self.max_activation = max;
+        self
     }
 
     pub fn cache(&self) -> &Arc<ValidationCache> {
@@ -179,23 +229,39 @@ impl Engine {
             assignment: Assignment::Active,
             activation_end: None,
         };
+        let name = TokenName::parse("bootstrap").map_err(|e| Error::Internal(Box::new(e)))?;
         let (generated, hash) = self
-            .mint(
-                &tenant.id,
-                &admin,
-                GenerateInput {
-                    name: TokenName::parse("bootstrap")
-                        .map_err(|e| Error::Internal(Box::new(e)))?,
-                    namespace: Namespace::Api,
-                    scopes: Role::Admin.scopes(),
-                    subject: Some(admin.clone().into()),
-                    expires_at: None,
-                },
-            )
+            .mint(NewToken {
+                tenant: tenant.id.clone(),
+                namespace: Namespace::Api,
+                name,
+                subject: admin.clone().into(),
+                creator: admin.clone(),
+                scopes: Role::Admin.scopes(),
+                expires_at: None,
+                replaces: None,
+            })
             .await?;
+        let audit = [
+            AuditEvent::new(
+                &tenant.id,
+                now,
+                admin.as_str(),
+                AuditAction::TenantCreated,
+                tenant.id.as_str(),
+                "",
+            ),
+            principal_event(
+                &principal,
+                now,
+                admin.as_str(),
+                AuditAction::PrincipalCreated,
+            ),
+            generated_event(&generated.token, now),
+        ];
         match self
             .store
-            .create_tenant(&tenant, &principal, &generated.token, &hash, now)
+            .create_tenant(&tenant, &principal, &generated.token, &hash, now, &audit)
             .await
         {
             Err(StoreError::Conflict) => Err(Error::AlreadyExists("tenant already exists")),
@@ -205,40 +271,66 @@ impl Engine {
     }
 
     /// Makes a token string and its hash; writes nothing.
-    async fn mint(
-        &self,
-        tenant: &TenantId,
-        creator: &PrincipalId,
-        input: GenerateInput,
-    ) -> Result<(GeneratedToken, String)> {
+    async fn mint(&self, new: NewToken) -> Result<(GeneratedToken, String)> {
         let string =
-            TokenString::generate(input.namespace).map_err(|e| Error::Internal(Box::new(e)))?;
+            TokenString::generate(new.namespace).map_err(|e| Error::Internal(Box::new(e)))?;
         let hash = self.hasher.hash(string.secret().to_vec()).await?;
         let token = Token {
             id: string.id(),
-            tenant: tenant.clone(),
-            namespace: input.namespace,
-            name: input.name,
-            subject: input.subject.unwrap_or_else(|| creator.clone().into()),
-            creator: creator.clone(),
-            scopes: input.scopes,
+            tenant: new.tenant,
+            namespace: new.namespace,
+            name: new.name,
+            subject: new.subject,
+            creator: new.creator,
+            scopes: new.scopes,
             created_at: self.now(),
             last_used_at: None,
-            expires_at: input.expires_at,
+            expires_at: new.expires_at,
             revoked_at: None,
+            replaces: new.replaces,
         };
         Ok((GeneratedToken { token, string }, hash))
     }
 
-    /// Rules 1, 2, 7 and 9. Returns the new token (shown once) and the tenant's API URL.
-    pub async fn generate(
+    /// Rules 1, 2, 7 and 9, the tenant's expiry policy, and rotation. Returns the new token
+    /// (shown once), the tenant's API URL and whether the expiry was clamped.
+    pub async fn generate(&self, actor: &Actor, input: GenerateInput) -> Result<Generated> {
+        let now = self.now();
+        if input.expires_at.is_some_and(|t| t <= now) {
+            return Err(Error::invalid("expire_time", "must be in the future"));
+        }
+        let tenant = self
+            .store
+            .tenant(&actor.tenant)
+            .await?
+            .ok_or(Error::Unauthenticated(
+                "the caller's tenant no longer exists",
+            ))?;
+        let (expires_at, clamped) = tenant.clamp_expiry(input.expires_at, now);
+        let generated = match input.rotate.clone() {
+            None => self.generate_new(actor, input, expires_at, now).await?,
+            Some(rotation) => self.rotate(actor, input, rotation, expires_at, now).await?,
+        };
+        Ok(Generated {
+            generated,
+            api_url: tenant.api_url,
+            expiry_clamped: clamped,
+        })
+    }
+
+    async fn generate_new(
         &self,
         actor: &Actor,
         input: GenerateInput,
-    ) -> Result<(GeneratedToken, String)> {
-        let now = self.now();
-        let scopes = scopes_for_new_token(actor, input.namespace, input.scopes)?;
-        let subject = match (input.namespace, input.subject) {
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<GeneratedToken> {
+        let namespace = input.namespace.unwrap_or(Namespace::Api);
+        let name = input
+            .name
+            .ok_or_else(|| Error::invalid("name", "must not be empty"))?;
+        let scopes = scopes_for_new_token(actor, namespace, input.scopes)?;
+        let subject = match (namespace, input.subject) {
             (Namespace::Api, None) => actor.principal.clone().into(),
             (Namespace::Api, Some(s)) if s.as_str() == actor.principal.as_str() => s,
             (Namespace::Api, Some(_)) => {
@@ -255,32 +347,105 @@ impl Engine {
                 ));
             }
         };
-        if input.expires_at.is_some_and(|t| t <= now) {
-            return Err(Error::invalid("expire_time", "must be in the future"));
-        }
-        let tenant = self
-            .store
-            .tenant(&actor.tenant)
-            .await?
-            .ok_or(Error::Unauthenticated(
-                "the caller's tenant no longer exists",
-            ))?;
         let (generated, hash) = self
-            .mint(
-                &actor.tenant,
-                &actor.principal,
-                GenerateInput {
-                    scopes,
-                    subject: Some(subject),
-                    ..input
-                },
-            )
+            .mint(NewToken {
+                tenant: actor.tenant.clone(),
+                namespace,
+                name,
+                subject,
+                creator: actor.principal.clone(),
+                scopes,
+                expires_at,
+                replaces: None,
+            })
             .await?;
-        self.store.insert_token(&generated.token, &hash).await?;
+        let audit = [generated_event(&generated.token, now)];
+        self.store
+            .insert_token(&generated.token, &hash, &audit)
+            .await?;
         self.cache
             .invalidate(&Changed::Token(generated.token.id.clone()));
         tracing::info!(token.id = %generated.token.id, tenant = %actor.tenant, actor = %actor.principal, "token generated");
-        Ok((generated, tenant.api_url))
+        Ok(generated)
+    }
+
+    /// Rotation: a new token with the old one's name, namespace, subject and (possibly
+    /// narrowed) scopes; the old one expires after the grace period.
+    async fn rotate(
+        &self,
+        actor: &Actor,
+        input: GenerateInput,
+        rotation: Rotation,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<GeneratedToken> {
+        const GONE: Error = Error::NotFound("no such token to rotate");
+        let old = self.store.token(&rotation.old).await?.ok_or(GONE)?;
+        // Only whoever may revoke it may rotate it; anything else does not exist.
+        if !actor.can_see(&old) {
+            return Err(GONE);
+        }
+        if input.namespace.is_some_and(|ns| ns != old.namespace) {
+            return Err(Error::invalid(
+                "namespace",
+                "must be empty or the rotated token's",
+            ));
+        }
+        if input.name.as_ref().is_some_and(|n| n != &old.name) {
+            return Err(Error::invalid(
+                "name",
+                "must be empty or the rotated token's",
+            ));
+        }
+        if input.subject.as_ref().is_some_and(|s| s != &old.subject) {
+            return Err(Error::invalid(
+                "subject",
+                "must be empty or the rotated token's",
+            ));
+        }
+        let scopes = rotated_scopes(actor, &old, input.scopes)?;
+        let grace_end = now + rotation.grace;
+        let old_expiry = match old.expires_at {
+            Some(t) if t < grace_end => t,
+            _ => grace_end,
+        };
+        let (generated, hash) = self
+            .mint(NewToken {
+                tenant: old.tenant.clone(),
+                namespace: old.namespace,
+                name: old.name.clone(),
+                subject: old.subject.clone(),
+                creator: actor.principal.clone(),
+                scopes,
+                expires_at,
+                replaces: Some(old.id.clone()),
+            })
+            .await?;
+        let audit = [AuditEvent::new(
+            &actor.tenant,
+            now,
+            actor.principal.as_str(),
+            AuditAction::TokenRotated,
+            generated.token.id.as_str(),
+            format!(
+                "replaces={} grace={}s scopes={}",
+                old.id,
+                rotation.grace.num_seconds(),
+                generated.token.scopes.names().join(",")
+            ),
+        )];
+        if !self
+            .store
+            .rotate_token(&generated.token, &hash, &old.id, old_expiry, &audit)
+            .await?
+        {
+            return Err(GONE);
+        }
+        self.cache.invalidate(&Changed::Token(old.id.clone()));
+        self.cache
+            .invalidate(&Changed::Token(generated.token.id.clone()));
+        tracing::info!(token.id = %generated.token.id, replaces = %old.id, tenant = %actor.tenant, actor = %actor.principal, "token rotated");
+        Ok(generated)
     }
 
     /// Rule 5: one page of the tokens the actor may see, newest first, plus whether more
@@ -310,6 +475,7 @@ impl Engine {
                 subject: owner.as_ref().map(Subject::as_str),
                 status: input.status.map(|s| (s, now - self.window)),
                 after: input.after.as_ref().map(|(t, id)| (*t, id.as_str())),
+                expiring: input.expire_within.map(|d| (now, now + d)),
                 limit: input.limit + 1,
             })
             .await?;
@@ -325,9 +491,18 @@ impl Engine {
         if !actor.can_see(&token) {
             return Err(GONE);
         }
+        let now = self.now();
+        let audit = [AuditEvent::new(
+            &actor.tenant,
+            now,
+            actor.principal.as_str(),
+            AuditAction::TokenRevoked,
+            id.as_str(),
+            "",
+        )];
         if !self
             .store
-            .revoke_token(&actor.tenant, id, &actor.principal, self.now())
+            .revoke_token(&actor.tenant, id, &actor.principal, now, &audit)
             .await?
         {
             return Err(GONE);
@@ -506,11 +681,18 @@ impl Engine {
             ));
         }
         let existing = self.store.principal(&p.tenant, p.id.as_str()).await?;
+        let action = if existing.is_some() {
+            AuditAction::PrincipalChanged
+        } else {
+            AuditAction::PrincipalCreated
+        };
         p.activation_end = match (p.assignment, existing) {
             (Assignment::Eligible, Some(old)) => old.activation_end,
             _ => None,
         };
-        self.store.put_principal(&p, self.now()).await?;
+        let now = self.now();
+        let audit = [principal_event(&p, now, actor.principal.as_str(), action)];
+        self.store.put_principal(&p, now, &audit).await?;
         self.cache
             .invalidate(&Changed::Principal(p.tenant.clone(), p.id.clone()));
         tracing::info!(tenant = %p.tenant, principal = %p.id, role = ?p.role, assignment = ?p.assignment, actor = %actor.principal, "principal put");
@@ -543,9 +725,18 @@ impl Engine {
 
     pub async fn delete_principal(&self, actor: &Actor, id: &PrincipalId) -> Result<()> {
         Self::require_admin(actor)?;
+        let now = self.now();
+        let audit = [AuditEvent::new(
+            &actor.tenant,
+            now,
+            actor.principal.as_str(),
+            AuditAction::PrincipalDeleted,
+            id.as_str(),
+            "",
+        )];
         if !self
             .store
-            .delete_principal(&actor.tenant, id, self.now())
+            .delete_principal(&actor.tenant, id, now, &audit)
             .await?
         {
             return Err(Error::NotFound("no such principal"));
@@ -555,6 +746,220 @@ impl Engine {
         tracing::info!(tenant = %actor.tenant, principal = %id, actor = %actor.principal, "principal deleted");
         Ok(())
     }
+    /// Activates `id`'s eligible role for `duration` (self or admin), extending a running
+    /// activation.
+    pub async fn activate_role(
+        &self,
+        actor: &Actor,
+        id: &PrincipalId,
+        duration: TimeDelta,
+        justification: &str,
+    ) -> Result<Principal> {
+        if duration <= TimeDelta::zero() {
+            return Err(Error::invalid("duration", "must be positive"));
+        }
+        if duration > self.max_activation {
+            return Err(Error::invalid(
+                "duration",
+                format!(
+                    "must be at most {}",
+                    humantime::format_duration(self.max_activation.to_std().unwrap_or_default())
+                ),
+            ));
+        }
+        let justification = justification.trim();
+        if justification.is_empty() {
+            return Err(Error::invalid("justification", "is required"));
+        }
+        if justification.chars().count() > 1000 || justification.chars().any(char::is_control) {
+            return Err(Error::invalid(
+                "justification",
+                "must be at most 1000 characters, without control characters",
+            ));
+        }
+        let mut target = self.role_target(actor, id).await?;
+        let now = self.now();
+        let end = activation_end(actor, &target, duration, now)?;
+        let audit = [AuditEvent::new(
+            &actor.tenant,
+            now,
+            actor.principal.as_str(),
+            AuditAction::RoleActivated,
+            id.as_str(),
+            format!("until={} justification={justification}", end.to_rfc3339()),
+        )];
+        if !self
+            .store
+            .set_activation(
+                &actor.tenant,
+                id,
+                Some(end),
+                Some(justification),
+                now,
+                &audit,
+            )
+            .await?
+        {
+            return Err(Error::NotFound("no such principal"));
+        }
+        self.cache
+            .invalidate(&Changed::Principal(actor.tenant.clone(), id.clone()));
+        tracing::info!(tenant = %actor.tenant, principal = %id, until = %end, actor = %actor.principal, "role activated");
+        target.activation_end = Some(end);
+        Ok(target)
+    }
+
+    /// Ends `id`'s activation at once (self or admin). Without a running activation, changes
+    /// and records nothing.
+    pub async fn deactivate_role(&self, actor: &Actor, id: &PrincipalId) -> Result<Principal> {
+        let mut target = self.role_target(actor, id).await?;
+        let now = self.now();
+        if target.current_activation_end(now).is_none() {
+            return Ok(target);
+        }
+        let audit = [AuditEvent::new(
+            &actor.tenant,
+            now,
+            actor.principal.as_str(),
+            AuditAction::RoleDeactivated,
+            id.as_str(),
+            "",
+        )];
+        if !self
+            .store
+            .set_activation(&actor.tenant, id, None, None, now, &audit)
+            .await?
+        {
+            return Err(Error::NotFound("no such principal"));
+        }
+        self.cache
+            .invalidate(&Changed::Principal(actor.tenant.clone(), id.clone()));
+        tracing::info!(tenant = %actor.tenant, principal = %id, actor = %actor.principal, "role deactivated");
+        target.activation_end = None;
+        Ok(target)
+    }
+
+    /// The eligible principal whose activation `actor` wants to change: itself, or anyone of
+    /// its tenant for an admin.
+    async fn role_target(&self, actor: &Actor, id: &PrincipalId) -> Result<Principal> {
+        if !actor.is_admin() && &actor.principal != id {
+            return Err(Denied::NotSelfOrAdmin.into());
+        }
+        let target = self
+            .store
+            .principal(&actor.tenant, id.as_str())
+            .await?
+            .ok_or(Error::NotFound("no such principal"))?;
+        if target.assignment == Assignment::Active {
+            return Err(Error::FailedPrecondition(
+                "the role is permanent (ASSIGNMENT_ACTIVE): there is nothing to activate",
+            ));
+        }
+        Ok(target)
+    }
+
+    /// Records activations that ended by time (one audit event each, whichever replica
+    /// gets there first).
+    pub async fn expire_activations(&self) -> Result<u64> {
+        Ok(self.store.expire_activations(self.now(), 100).await?)
+    }
+
+    pub async fn tenant(&self, actor: &Actor) -> Result<Tenant> {
+        Self::require_admin(actor)?;
+        self.store
+            .tenant(&actor.tenant)
+            .await?
+            .ok_or(Error::Unauthenticated(
+                "the caller's tenant no longer exists",
+            ))
+    }
+
+    /// Changes the caller's tenant.
+    pub async fn update_tenant(&self, actor: &Actor, update: TenantUpdate) -> Result<Tenant> {
+        let mut tenant = self.tenant(actor).await?;
+        if let Some(d) = update.display_name {
+            tenant.display_name = d;
+        }
+        if let Some(u) = update.api_url {
+            tenant.api_url = u;
+        }
+        if let Some(m) = update.max_token_lifetime {
+            tenant.max_token_lifetime = m;
+        }
+        let now = self.now();
+        let audit = [AuditEvent::new(
+            &actor.tenant,
+            now,
+            actor.principal.as_str(),
+            AuditAction::TenantChanged,
+            actor.tenant.as_str(),
+            format!(
+                "display_name={:?} api_url={:?} max_token_lifetime={}",
+                tenant.display_name,
+                tenant.api_url,
+                tenant
+                    .max_token_lifetime
+                    .map_or("none".to_owned(), |d| format!("{}s", d.num_seconds()))
+            ),
+        )];
+        if !self.store.update_tenant(&tenant, now, &audit).await? {
+            return Err(Error::Unauthenticated(
+                "the caller's tenant no longer exists",
+            ));
+        }
+        Ok(tenant)
+    }
+
+    /// The tenant's audit trail, newest first.
+    pub async fn audit_events(
+        &self,
+        actor: &Actor,
+        target: Option<&str>,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<(Vec<AuditEvent>, bool)> {
+        Self::require_admin(actor)?;
+        let mut events = self
+            .store
+            .audit_events(&actor.tenant, target, before, limit + 1)
+            .await?;
+        let more = events.len() as u64 > limit;
+        events.truncate(limit as usize);
+        Ok((events, more))
+    }
+}
+
+fn generated_event(t: &Token, now: DateTime<Utc>) -> AuditEvent {
+    AuditEvent::new(
+        &t.tenant,
+        now,
+        t.creator.as_str(),
+        AuditAction::TokenGenerated,
+        t.id.as_str(),
+        format!(
+            "namespace={:?} subject={} scopes={} expires={}",
+            t.namespace,
+            t.subject.as_str(),
+            t.scopes.names().join(","),
+            t.expires_at.map_or("never".to_owned(), |e| e.to_rfc3339())
+        ),
+    )
+}
+
+fn principal_event(
+    p: &Principal,
+    now: DateTime<Utc>,
+    actor: &str,
+    action: AuditAction,
+) -> AuditEvent {
+    AuditEvent::new(
+        &p.tenant,
+        now,
+        actor,
+        action,
+        p.id.as_str(),
+        format!("role={:?} assignment={:?}", p.role, p.assignment),
+    )
 }
 
 #[cfg(test)]
@@ -597,6 +1002,7 @@ mod tests {
             id: TenantId::parse("contoso").unwrap(),
             display_name: "Contoso".into(),
             api_url: "https://contoso.test".into(),
+            max_token_lifetime: None,
         };
         let admin = PrincipalId::parse("alice").unwrap();
         a.bootstrap(tenant, admin.clone()).await.unwrap();
@@ -631,8 +1037,9 @@ mod tests {
             last_used_at: None,
             expires_at: None,
             revoked_at: None,
+            replaces: None,
         };
-        a.store.insert_token(&token, &hash).await.unwrap();
+        a.store.insert_token(&token, &hash, &[]).await.unwrap();
 
         let start = std::time::Instant::now();
         while check(&b).await.is_err() {
@@ -655,6 +1062,7 @@ mod tests {
             id: TenantId::parse("contoso").unwrap(),
             display_name: "Contoso".into(),
             api_url: "https://contoso.test".into(),
+            max_token_lifetime: None,
         };
         let g = e
             .bootstrap(tenant, PrincipalId::parse("alice").unwrap())

@@ -102,7 +102,12 @@ impl Server {
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(rest) = line.split("addr=").nth(1) {
-                    let _ = tx.send(rest.split_whitespace().next().unwrap_or_default().to_owned());
+                    let _ = tx.send(
+                        rest.split_whitespace()
+                            .next()
+                            .unwrap_or_default()
+                            .to_owned(),
+                    );
                 }
             }
         });
@@ -111,12 +116,15 @@ impl Server {
     }
 
     async fn channel(&self) -> Result<Channel, BoxError> {
-        Ok(Endpoint::from_shared(format!("http://{}", self.addr))?.connect().await?)
+        Ok(Endpoint::from_shared(format!("http://{}", self.addr))?
+            .connect()
+            .await?)
     }
 
     /// User + system CPU time of the server process so far.
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         let after = stat.rsplit(')').next().unwrap_or_default();
         let fields: Vec<&str> = after.split_whitespace().collect();
         let ticks: u64 = fields.get(11).and_then(|u| u.parse().ok()).unwrap_or(0)
@@ -126,7 +134,8 @@ impl Server {
 
     /// Resident memory in bytes.
     fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find(|l| l.starts_with("VmRSS:"))
@@ -138,7 +147,9 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
     }
 }
@@ -146,7 +157,15 @@ impl Drop for Server {
 fn bootstrap(db: &str) -> Result<String, BoxError> {
     let jeton = std::env::current_exe()?.with_file_name("jeton");
     let out = Command::new(jeton)
-        .args(["bootstrap", "--tenant", "bench", "--admin", "admin@bench.test", "--database-url", db])
+        .args([
+            "bootstrap",
+            "--tenant",
+            "bench",
+            "--admin",
+            "admin@bench.test",
+            "--database-url",
+            db,
+        ])
         .env("JETON_LOG", "warn")
         .output()?;
     if !out.status.success() {
@@ -251,7 +270,9 @@ async fn warm(server: &Server, tokens: &Arc<Vec<String>>, inflight: usize) -> Re
             let mut c = TokenServiceClient::new(ch);
             loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(t) = tokens.get(i) else { return Ok::<(), String>(()) };
+                let Some(t) = tokens.get(i) else {
+                    return Ok::<(), String>(());
+                };
                 let r = c
                     .validate(proto::ValidateRequest {
                         token: t.clone(),
@@ -298,7 +319,12 @@ impl PgDb {
     }
 }
 
-async fn list_latency(server: &Server, admin: &str, status: i32, n: usize) -> Result<Lat, BoxError> {
+async fn list_latency(
+    server: &Server,
+    admin: &str,
+    status: i32,
+    n: usize,
+) -> Result<Lat, BoxError> {
     let ch = server.channel().await?;
     let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {admin}").parse()?;
     let mut c = TokenServiceClient::with_interceptor(ch, move |mut r: tonic::Request<()>| {
@@ -334,7 +360,17 @@ async fn run(args: Args, pinned: bool) -> Result<(), BoxError> {
     eprintln!("[1/7] seeding {} tokens for Validate…", args.tokens);
     let db = sqlite_url(dir.path(), "validate.db");
     let _admin = bootstrap(&db)?;
-    let tokens = Arc::new(seed_tokens(&DatabaseUrl::new(db.clone()), "bench", "admin@bench.test", args.tokens, true, now).await?);
+    let tokens = Arc::new(
+        seed_tokens(
+            &DatabaseUrl::new(db.clone()),
+            "bench",
+            "admin@bench.test",
+            args.tokens,
+            true,
+            now,
+        )
+        .await?,
+    );
     let server = Server::start(&db, pin, &[])?;
     warm(&server, &tokens, 64).await?;
     let mut rows = String::new();
@@ -343,9 +379,25 @@ async fn run(args: Args, pinned: bool) -> Result<(), BoxError> {
         for inflight in [16usize, 64, 256] {
             eprintln!("      {conns} connection(s), {inflight} in flight");
             let cpu0 = server.cpu();
-            let (v_tput, v_lat) = load(&server, Call::Validate, tokens.clone(), conns, inflight, args.seconds).await?;
+            let (v_tput, v_lat) = load(
+                &server,
+                Call::Validate,
+                tokens.clone(),
+                conns,
+                inflight,
+                args.seconds,
+            )
+            .await?;
             let cpu1 = server.cpu();
-            let (e_tput, e_lat) = load(&server, Call::Empty, tokens.clone(), conns, inflight, args.seconds).await?;
+            let (e_tput, e_lat) = load(
+                &server,
+                Call::Empty,
+                tokens.clone(),
+                conns,
+                inflight,
+                args.seconds,
+            )
+            .await?;
             let cpu2 = server.cpu();
             let v_cpu = (cpu1 - cpu0).as_secs_f64() * 1e6 / (v_tput * args.seconds as f64);
             let e_cpu = (cpu2 - cpu1).as_secs_f64() * 1e6 / (e_tput * args.seconds as f64);
@@ -403,10 +455,11 @@ async fn run(args: Args, pinned: bool) -> Result<(), BoxError> {
     let server = Server::start(&db, pin, &[])?;
     let ch = server.channel().await?;
     let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {admin}").parse()?;
-    let mut gen_client = TokenServiceClient::with_interceptor(ch.clone(), move |mut r: tonic::Request<()>| {
-        r.metadata_mut().insert("authorization", bearer.clone());
-        Ok(r)
-    });
+    let mut gen_client =
+        TokenServiceClient::with_interceptor(ch.clone(), move |mut r: tonic::Request<()>| {
+            r.metadata_mut().insert("authorization", bearer.clone());
+            Ok(r)
+        });
     let gen_count = 200;
     let start = Instant::now();
     let mut handles = Vec::new();
@@ -451,7 +504,10 @@ async fn run(args: Args, pinned: bool) -> Result<(), BoxError> {
         }
     }
     let cold = Lat(cold).sorted();
-    let argon = Lat((0..50).map(|_| argon2_verify_once().as_micros() as u32).collect()).sorted();
+    let argon = Lat((0..50)
+        .map(|_| argon2_verify_once().as_micros() as u32)
+        .collect())
+    .sorted();
     let _ = gen_client.list(proto::ListRequest::default()).await?;
     drop(server);
     let _ = writeln!(
@@ -477,32 +533,67 @@ async fn run(args: Args, pinned: bool) -> Result<(), BoxError> {
     // 3. List cost against table size, both engines.
     eprintln!("[3/7] List at 10^4, 10^5, {} tokens, SQLite…", args.big);
     let mut list_rows = String::new();
-    let sizes: Vec<usize> = [10_000usize, 100_000, args.big].into_iter().filter(|&n| n <= args.big).collect();
+    let sizes: Vec<usize> = [10_000usize, 100_000, args.big]
+        .into_iter()
+        .filter(|&n| n <= args.big)
+        .collect();
     let sqlite_big = sqlite_url(dir.path(), "big.db");
     let big_admin = bootstrap(&sqlite_big)?;
     let mut big_tokens = Vec::new();
     let mut have = 0;
     for &n in &sizes {
         big_tokens.extend(
-            seed_tokens(&DatabaseUrl::new(sqlite_big.clone()), "bench", "admin@bench.test", n - have, true, now).await?,
+            seed_tokens(
+                &DatabaseUrl::new(sqlite_big.clone()),
+                "bench",
+                "admin@bench.test",
+                n - have,
+                true,
+                now,
+            )
+            .await?,
         );
         have = n;
         let server = Server::start(&sqlite_big, pin, &[])?;
         let plain = list_latency(&server, &big_admin, 0, 200).await?;
-        let active = list_latency(&server, &big_admin, proto::TokenStatus::Active as i32, 200).await?;
-        let _ = writeln!(list_rows, "| SQLite | {n} | {} | {} | {} | {} |", plain.ms(0.5), plain.ms(0.99), active.ms(0.5), active.ms(0.99));
+        let active =
+            list_latency(&server, &big_admin, proto::TokenStatus::Active as i32, 200).await?;
+        let _ = writeln!(
+            list_rows,
+            "| SQLite | {n} | {} | {} | {} | {} |",
+            plain.ms(0.5),
+            plain.ms(0.99),
+            active.ms(0.5),
+            active.ms(0.99)
+        );
     }
     eprintln!("[4/7] List, PostgreSQL…");
     let pg = PgDb::create(&args.pg_url, "jeton_bench_list").await?;
     let pg_admin = bootstrap(&pg.url)?;
     let mut have = 0;
     for &n in &sizes {
-        seed_tokens(&DatabaseUrl::new(pg.url.clone()), "bench", "admin@bench.test", n - have, false, now).await?;
+        seed_tokens(
+            &DatabaseUrl::new(pg.url.clone()),
+            "bench",
+            "admin@bench.test",
+            n - have,
+            false,
+            now,
+        )
+        .await?;
         have = n;
         let server = Server::start(&pg.url, pin, &[])?;
         let plain = list_latency(&server, &pg_admin, 0, 200).await?;
-        let active = list_latency(&server, &pg_admin, proto::TokenStatus::Active as i32, 200).await?;
-        let _ = writeln!(list_rows, "| PostgreSQL | {n} | {} | {} | {} | {} |", plain.ms(0.5), plain.ms(0.99), active.ms(0.5), active.ms(0.99));
+        let active =
+            list_latency(&server, &pg_admin, proto::TokenStatus::Active as i32, 200).await?;
+        let _ = writeln!(
+            list_rows,
+            "| PostgreSQL | {n} | {} | {} | {} | {} |",
+            plain.ms(0.5),
+            plain.ms(0.99),
+            active.ms(0.5),
+            active.ms(0.99)
+        );
     }
     pg.drop().await;
     let _ = writeln!(
@@ -514,7 +605,16 @@ async fn run(args: Args, pinned: bool) -> Result<(), BoxError> {
 
     // 4. Memory per cached token.
     eprintln!("[5/7] memory with {} cached tokens…", big_tokens.len());
-    let server = Server::start(&sqlite_big, pin, &["--cache-capacity", &(big_tokens.len() * 2).to_string(), "--cache-ttl", "1h"])?;
+    let server = Server::start(
+        &sqlite_big,
+        pin,
+        &[
+            "--cache-capacity",
+            &(big_tokens.len() * 2).to_string(),
+            "--cache-ttl",
+            "1h",
+        ],
+    )?;
     let big_tokens = Arc::new(big_tokens);
     let one = Arc::new(vec![big_tokens[0].clone()]);
     warm(&server, &one, 1).await?;
@@ -539,7 +639,15 @@ async fn run(args: Args, pinned: bool) -> Result<(), BoxError> {
     eprintln!("[6/7] revocation propagation, two replicas on PostgreSQL…");
     let pg = PgDb::create(&args.pg_url, "jeton_bench_replicas").await?;
     let admin = bootstrap(&pg.url)?;
-    let victims = seed_tokens(&DatabaseUrl::new(pg.url.clone()), "bench", "admin@bench.test", args.revocations, true, now).await?;
+    let victims = seed_tokens(
+        &DatabaseUrl::new(pg.url.clone()),
+        "bench",
+        "admin@bench.test",
+        args.revocations,
+        true,
+        now,
+    )
+    .await?;
     let a = Server::start(&pg.url, None, &[])?;
     let b = Server::start(&pg.url, None, &[])?;
     let ach = a.channel().await?;
@@ -629,21 +737,38 @@ async fn run(args: Args, pinned: bool) -> Result<(), BoxError> {
 
 /// One more live token (the seeded ones above were all revoked).
 async fn fresh_token(url: &str) -> Result<String, BoxError> {
-    let fresh = seed_tokens(&DatabaseUrl::new(url.to_owned()), "bench", "admin@bench.test", 1, true, chrono::Utc::now()).await?;
+    let fresh = seed_tokens(
+        &DatabaseUrl::new(url.to_owned()),
+        "bench",
+        "admin@bench.test",
+        1,
+        true,
+        chrono::Utc::now(),
+    )
+    .await?;
     fresh.into_iter().next().ok_or_else(|| "no token".into())
 }
 
 fn cpu_model() -> String {
     std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|c| c.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown CPU".into())
 }
 
 fn total_mem_gib() -> u64 {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
-        .and_then(|m| m.lines().next().and_then(|l| l.split_whitespace().nth(1)).and_then(|k| k.parse::<u64>().ok()))
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<u64>().ok())
+        })
         .map_or(0, |kb| kb / 1024 / 1024)
 }
 
@@ -676,20 +801,69 @@ fn write_plot(path: &std::path::Path, v: &Lat, e: &Lat) -> Result<(), BoxError> 
          <text x=\"{}\" y=\"18\" text-anchor=\"middle\" font-size=\"14\">Latency by percentile, 4 connections, 64 in flight</text>\n",
         w / 2.0
     );
-    let _ = writeln!(svg, "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>", h - bottom, w - right, h - bottom);
-    let _ = writeln!(svg, "<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>", h - bottom);
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{left}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
+        h - bottom,
+        w - right,
+        h - bottom
+    );
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{left}\" y1=\"{top}\" x2=\"{left}\" y2=\"{}\" stroke=\"black\"/>",
+        h - bottom
+    );
     for i in 0..=5 {
         let ms = ymax * i as f64 / 5.0;
-        let _ = writeln!(svg, "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{ms:.2}</text>", left - 6.0, y(ms) + 4.0);
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{:.1}\" text-anchor=\"end\">{ms:.2}</text>",
+            left - 6.0,
+            y(ms) + 4.0
+        );
         let p = i as f64 / 5.0;
-        let _ = writeln!(svg, "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">p{:.0}</text>", x(p), h - bottom + 18.0, p * 100.0);
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">p{:.0}</text>",
+            x(p),
+            h - bottom + 18.0,
+            p * 100.0
+        );
     }
-    let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">percentile</text>", (left + w - right) / 2.0, h - 8.0);
-    let _ = writeln!(svg, "<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">latency (ms)</text>", h / 2.0, h / 2.0);
-    let _ = writeln!(svg, "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" points=\"{}\"/>", line(v));
-    let _ = writeln!(svg, "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" stroke-dasharray=\"6 3\" points=\"{}\"/>", line(e));
-    let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" fill=\"#d62728\">cached Validate</text>", left + 20.0, top + 20.0);
-    let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" fill=\"#1f77b4\">empty RPC (health check)</text>", left + 20.0, top + 38.0);
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">percentile</text>",
+        (left + w - right) / 2.0,
+        h - 8.0
+    );
+    let _ = writeln!(
+        svg,
+        "<text x=\"16\" y=\"{}\" transform=\"rotate(-90 16 {})\" text-anchor=\"middle\">latency (ms)</text>",
+        h / 2.0,
+        h / 2.0
+    );
+    let _ = writeln!(
+        svg,
+        "<polyline fill=\"none\" stroke=\"#d62728\" stroke-width=\"2\" points=\"{}\"/>",
+        line(v)
+    );
+    let _ = writeln!(
+        svg,
+        "<polyline fill=\"none\" stroke=\"#1f77b4\" stroke-width=\"2\" stroke-dasharray=\"6 3\" points=\"{}\"/>",
+        line(e)
+    );
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" fill=\"#d62728\">cached Validate</text>",
+        left + 20.0,
+        top + 20.0
+    );
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" fill=\"#1f77b4\">empty RPC (health check)</text>",
+        left + 20.0,
+        top + 38.0
+    );
     svg.push_str("</svg>\n");
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;

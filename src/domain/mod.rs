@@ -5,6 +5,7 @@
 //! decisions — which scopes a new token may have, what a token grants now, who sees and
 //! revokes what, which status a token is in — are plain functions over these types.
 
+mod audit;
 mod clock;
 mod names;
 mod principal;
@@ -12,10 +13,13 @@ mod rules;
 mod scope;
 mod token;
 
+pub use audit::{AuditAction, AuditEvent, TIME_ACTOR};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use names::{NameError, PrincipalId, Subject, TenantId, TokenName};
 pub use principal::{Assignment, Principal, Role, Tenant};
-pub use rules::{Actor, Denied, judge, scopes_for_new_token};
+pub use rules::{
+    Actor, Denied, MAX_GRACE, activation_end, judge, rotated_scopes, scopes_for_new_token,
+};
 pub use scope::{Scope, ScopeSet, UnknownScope};
 pub use token::{
     GeneratedToken, Namespace, Reason, TOKEN_LEN, Token, TokenId, TokenStatus, TokenString,

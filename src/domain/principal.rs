@@ -10,6 +10,24 @@ pub struct Tenant {
     pub display_name: String,
     /// Tenant-specific endpoint handed back with every generated token.
     pub api_url: String,
+    /// Longest lifetime of a new token, if the tenant sets one.
+    pub max_token_lifetime: Option<chrono::TimeDelta>,
+}
+
+impl Tenant {
+    /// The expiry a new token gets when `asked` for at `now`, and whether it was clamped to
+    /// the tenant's maximum lifetime.
+    pub fn clamp_expiry(
+        &self,
+        asked: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> (Option<DateTime<Utc>>, bool) {
+        match (self.max_token_lifetime, asked) {
+            (Some(max), None) => (Some(now + max), true),
+            (Some(max), Some(t)) if t > now + max => (Some(now + max), true),
+            (_, asked) => (asked, false),
+        }
+    }
 }
 
 /// A role and the scopes it carries.

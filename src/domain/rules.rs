@@ -1,7 +1,7 @@
 //! The decisions of DESIGN.md's rules 2, 3, 5, 7 and 8, as functions of plain values.
 
 use super::{Namespace, Principal, PrincipalId, Reason, Scope, ScopeSet, TenantId, Token};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 
 /// Who is calling jeton, once authenticated, with the scopes they hold now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,6 +36,51 @@ pub enum Denied {
     Raise(ScopeSet),
     #[error("only admins manage log-collector and SIEM tokens")]
     NotAdmin,
+    #[error("a rotated token's scopes may only narrow: not in the old token: {0:?}")]
+    Widen(ScopeSet),
+    #[error("only admins activate or deactivate another principal's role")]
+    NotSelfOrAdmin,
+}
+
+/// Longest grace period of a rotation.
+pub const MAX_GRACE: TimeDelta = TimeDelta::days(7);
+
+/// The scopes of a token that rotates `old`: the old token's, or `requested` if it only
+/// narrows them; and, for API tokens, never more than the rotating caller holds now.
+pub fn rotated_scopes(actor: &Actor, old: &Token, requested: ScopeSet) -> Result<ScopeSet, Denied> {
+    let scopes = if requested.is_empty() {
+        old.scopes
+    } else {
+        requested
+    };
+    if !scopes.is_subset_of(old.scopes) {
+        return Err(Denied::Widen(ScopeSet::of(
+            &scopes
+                .iter()
+                .filter(|s| !old.scopes.contains(*s))
+                .collect::<Vec<_>>(),
+        )));
+    }
+    scopes_for_new_token(actor, old.namespace, scopes)
+}
+
+/// When an activation of `target`'s eligible role asked by `actor` for `duration` at `now`
+/// ends: extending a running activation never shortens it. The caller checks the bounds of
+/// `duration`.
+pub fn activation_end(
+    actor: &Actor,
+    target: &Principal,
+    duration: TimeDelta,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, Denied> {
+    if !(actor.is_admin() || (actor.tenant == target.tenant && actor.principal == target.id)) {
+        return Err(Denied::NotSelfOrAdmin);
+    }
+    let end = now + duration;
+    Ok(match target.current_activation_end(now) {
+        Some(running) if running > end => running,
+        _ => end,
+    })
 }
 
 /// Rule 2 (and 7): the scopes of a new token. Empty `requested` means every scope the caller
@@ -129,6 +174,7 @@ mod tests {
             last_used_at: None,
             expires_at: None,
             revoked_at: None,
+            replaces: None,
         }
     }
 

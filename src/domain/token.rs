@@ -184,6 +184,8 @@ pub struct Token {
     pub last_used_at: Option<DateTime<Utc>>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// The token this one replaced by rotation.
+    pub replaces: Option<TokenId>,
 }
 
 impl Token {

@@ -109,6 +109,10 @@ pub(crate) fn token_to(engine: &Engine, t: &Token) -> proto::Token {
         last_use_time: t.last_used_at.map(timestamp),
         expire_time: t.expires_at.map(timestamp),
         status: status_to(engine.status(t)) as i32,
+        replaces_id: t
+            .replaces
+            .as_ref()
+            .map_or_else(String::new, |r| r.as_str().to_owned()),
     }
 }
 
@@ -153,4 +157,72 @@ pub(crate) fn principal_to(p: &Principal, now: DateTime<Utc>) -> proto::Principa
 
 pub(crate) fn principal_id(field: &'static str, s: &str) -> Result<PrincipalId, Error> {
     self::field(field, PrincipalId::parse(s))
+}
+
+/// A namespace from the wire where "unset" must stay distinguishable.
+pub(crate) fn namespace_opt(field: &'static str, v: i32) -> Result<Option<Namespace>, Error> {
+    if v == proto::Namespace::Unspecified as i32 {
+        Ok(None)
+    } else {
+        namespace(field, v).map(Some)
+    }
+}
+
+/// A duration from the wire, checked for range and sign (microsecond precision).
+pub(crate) fn duration(
+    field: &'static str,
+    d: &prost_types::Duration,
+) -> Result<chrono::TimeDelta, Error> {
+    // google.protobuf.Duration: ±10000 years, nanos of the same sign as seconds.
+    if d.seconds.abs() > 315_576_000_000
+        || d.nanos.abs() >= 1_000_000_000
+        || (d.seconds > 0 && d.nanos < 0)
+        || (d.seconds < 0 && d.nanos > 0)
+    {
+        return Err(Error::invalid(field, "not a valid duration"));
+    }
+    Ok(chrono::TimeDelta::seconds(d.seconds)
+        + chrono::TimeDelta::microseconds(i64::from(d.nanos / 1000)))
+}
+
+pub(crate) fn duration_to(d: chrono::TimeDelta) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: d.num_seconds(),
+        nanos: (d.subsec_nanos()),
+    }
+}
+
+pub(crate) fn tenant_to(t: &crate::domain::Tenant) -> proto::Tenant {
+    proto::Tenant {
+        id: t.id.as_str().to_owned(),
+        display_name: t.display_name.clone(),
+        api_url: t.api_url.clone(),
+        max_token_lifetime: t.max_token_lifetime.map(duration_to),
+    }
+}
+
+pub(crate) fn audit_to(e: &crate::domain::AuditEvent) -> proto::AuditEvent {
+    use crate::domain::AuditAction as A;
+    proto::AuditEvent {
+        id: e.seq.to_string(),
+        tenant: e.tenant.as_str().to_owned(),
+        event_time: Some(timestamp(e.at)),
+        actor: e.actor.clone(),
+        action: match e.action {
+            A::TokenGenerated => proto::AuditAction::TokenGenerated,
+            A::TokenRotated => proto::AuditAction::TokenRotated,
+            A::TokenRevoked => proto::AuditAction::TokenRevoked,
+            A::PrincipalCreated => proto::AuditAction::PrincipalCreated,
+            A::PrincipalChanged => proto::AuditAction::PrincipalChanged,
+            A::PrincipalDeleted => proto::AuditAction::PrincipalDeleted,
+            A::RoleActivated => proto::AuditAction::RoleActivated,
+            A::RoleDeactivated => proto::AuditAction::RoleDeactivated,
+            A::ActivationExpired => proto::AuditAction::ActivationExpired,
+            A::TenantCreated => proto::AuditAction::TenantCreated,
+            A::TenantChanged => proto::AuditAction::TenantChanged,
+        } as i32,
+        target: e.target.clone(),
+        outcome: e.outcome.clone(),
+        detail: e.detail.clone(),
+    }
 }

@@ -34,6 +34,7 @@ pub(crate) fn status(e: Error) -> Status {
         Error::PermissionDenied(m) => Status::permission_denied(m),
         Error::NotFound(m) => Status::not_found(m),
         Error::AlreadyExists(m) => Status::already_exists(m),
+        Error::FailedPrecondition(m) => Status::failed_precondition(m),
         Error::Busy => Status::resource_exhausted(e.to_string()),
         Error::Unavailable(ref cause) => {
             tracing::warn!(error = %chain(cause), "database unavailable");

@@ -47,7 +47,7 @@ pub(crate) fn decode(filters: &str, token: &str) -> Result<Option<Cursor>, Error
         return Err(bad());
     }
     let b = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-    if b.len() < 15 || &b[..2] != MAGIC {
+    if b.len() < 14 || &b[..2] != MAGIC {
         return Err(bad());
     }
     let crc = u32::from_be_bytes(b[2..6].try_into().map_err(|_| bad())?);

@@ -5,8 +5,9 @@ use super::page::{self, Cursor};
 use super::proto::{self, token_service_server::TokenService};
 use super::status;
 use crate::auth;
+use crate::domain::MAX_GRACE;
 use crate::domain::{Subject, TokenId, TokenName};
-use crate::engine::{Engine, Error, GenerateInput, ListInput};
+use crate::engine::{Engine, Error, GenerateInput, ListInput, Rotation};
 use chrono::DateTime;
 use tonic::{Request, Response, Status};
 
@@ -33,9 +34,35 @@ impl TokenService for TokenApi {
         let actor = auth::caller(&self.engine, &req).await.map_err(status)?;
         let r = req.into_inner();
         let input = (|| -> Result<GenerateInput, Error> {
+            let rotate = match r.rotate_id.as_str() {
+                "" if r.grace_period.is_some() => {
+                    return Err(Error::invalid("grace_period", "only with rotate_id"));
+                }
+                "" => None,
+                id => {
+                    let grace = match &r.grace_period {
+                        Some(d) => convert::duration("grace_period", d)?,
+                        None => chrono::TimeDelta::zero(),
+                    };
+                    if grace < chrono::TimeDelta::zero() || grace > MAX_GRACE {
+                        return Err(Error::invalid(
+                            "grace_period",
+                            "must be between 0 and 7 days",
+                        ));
+                    }
+                    Some(Rotation {
+                        old: field("rotate_id", TokenId::parse(id))?,
+                        grace,
+                    })
+                }
+            };
             Ok(GenerateInput {
-                name: field("name", TokenName::parse(&r.name))?,
-                namespace: convert::namespace("namespace", r.namespace)?,
+                name: match r.name.as_str() {
+                    "" => None,
+                    n => Some(field("name", TokenName::parse(n))?),
+                },
+                namespace: convert::namespace_opt("namespace", r.namespace)?,
+                rotate,
                 scopes: convert::scopes("scopes", &r.scopes)?,
                 subject: match r.subject.as_str() {
                     "" => None,
@@ -49,11 +76,12 @@ impl TokenService for TokenApi {
             })
         })()
         .map_err(status)?;
-        let (generated, api_url) = self.engine.generate(&actor, input).await.map_err(status)?;
+        let g = self.engine.generate(&actor, input).await.map_err(status)?;
         Ok(Response::new(proto::GenerateResponse {
-            token: Some(convert::token_to(&self.engine, &generated.token)),
-            secret: generated.string.expose().to_owned(),
-            api_url,
+            token: Some(convert::token_to(&self.engine, &g.generated.token)),
+            secret: g.generated.string.expose().to_owned(),
+            api_url: g.api_url,
+            expire_time_clamped: g.expiry_clamped,
         }))
     }
 
@@ -86,6 +114,16 @@ impl TokenService for TokenApi {
                 },
                 limit: page::page_size(r.page_size)?,
                 after,
+                expire_within: match &r.expire_within {
+                    None => None,
+                    Some(d) => {
+                        let d = convert::duration("expire_within", d)?;
+                        if d <= chrono::TimeDelta::zero() {
+                            return Err(Error::invalid("expire_within", "must be positive"));
+                        }
+                        Some(d)
+                    }
+                },
             })
         })()
         .map_err(status)?;

@@ -8,11 +8,11 @@ mod entity;
 mod migration;
 
 use crate::domain::{
-    Assignment, Namespace, Principal, PrincipalId, Role, ScopeSet, Subject, Tenant, TenantId,
-    Token, TokenId, TokenName, TokenStatus,
+    Assignment, AuditAction, AuditEvent, Namespace, Principal, PrincipalId, Role, ScopeSet,
+    Subject, TIME_ACTOR, Tenant, TenantId, Token, TokenId, TokenName, TokenStatus,
 };
 use chrono::{DateTime, Utc};
-use entity::{change, principal, tenant, token};
+use entity::{audit_event, change, principal, tenant, token};
 use migration::Migrator;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
@@ -114,6 +114,25 @@ async fn append_change(db: &impl ConnectionTrait, what: &Changed, at: DateTime<U
     Ok(())
 }
 
+/// Appends audit events; called inside the transaction of the change they record.
+async fn append_audit(db: &impl ConnectionTrait, events: &[AuditEvent]) -> Result<()> {
+    for e in events {
+        audit_event::ActiveModel {
+            seq: sea_orm::ActiveValue::NotSet,
+            tenant_id: Set(e.tenant.as_str().to_owned()),
+            at: Set(e.at.timestamp_micros()),
+            actor: Set(e.actor.clone()),
+            action: Set(e.action.as_str().to_owned()),
+            target: Set(e.target.clone()),
+            outcome: Set(e.outcome.clone()),
+            detail: Set(e.detail.clone()),
+        }
+        .insert(db)
+        .await?;
+    }
+    Ok(())
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// Connection settings.
@@ -140,6 +159,8 @@ pub struct TokenQuery<'a> {
     pub subject: Option<&'a str>,
     /// A status and the activity-window cutoff (now − window) it is evaluated against.
     pub status: Option<(TokenStatus, DateTime<Utc>)>,
+    /// Only tokens expiring in `(from, until]`.
+    pub expiring: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Keyset position: only tokens strictly older than `(created_at, id)`.
     pub after: Option<(DateTime<Utc>, &'a str)>,
     pub limit: u64,
@@ -189,6 +210,7 @@ impl Store {
         first_token: &Token,
         secret_hash: &str,
         now: DateTime<Utc>,
+        audit: &[AuditEvent],
     ) -> Result<()> {
         let txn = self.db.begin().await?;
         tenant::ActiveModel {
@@ -196,6 +218,7 @@ impl Store {
             display_name: Set(tenant.display_name.clone()),
             api_url: Set(tenant.api_url.clone()),
             created_at: Set(now.timestamp_micros()),
+            max_token_lifetime_secs: Set(tenant.max_token_lifetime.map(|d| d.num_seconds())),
         }
         .insert(&txn)
         .await?;
@@ -208,6 +231,7 @@ impl Store {
         )
         .await?;
         append_change(&txn, &Changed::Token(first_token.id.clone()), now).await?;
+        append_audit(&txn, audit).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -221,13 +245,19 @@ impl Store {
                 id: parse(TenantId::parse(&r.id), "tenant id")?,
                 display_name: r.display_name,
                 api_url: r.api_url,
+                max_token_lifetime: r.max_token_lifetime_secs.map(chrono::TimeDelta::seconds),
             })
         })
         .transpose()
     }
 
     /// Creates or replaces a principal.
-    pub async fn put_principal(&self, p: &Principal, now: DateTime<Utc>) -> Result<()> {
+    pub async fn put_principal(
+        &self,
+        p: &Principal,
+        now: DateTime<Utc>,
+        audit: &[AuditEvent],
+    ) -> Result<()> {
         let row = principal_row(p, now);
         let txn = self.db.begin().await?;
         principal::Entity::insert(row)
@@ -241,6 +271,7 @@ impl Store {
                     principal::Column::Role,
                     principal::Column::Assignment,
                     principal::Column::ActivationEnd,
+                    principal::Column::ActivationJustification,
                     principal::Column::UpdatedAt,
                 ])
                 .to_owned(),
@@ -253,6 +284,7 @@ impl Store {
             now,
         )
         .await?;
+        append_audit(&txn, audit).await?;
         txn.commit().await?;
         Ok(())
     }
@@ -290,6 +322,7 @@ impl Store {
         tenant: &TenantId,
         id: &PrincipalId,
         now: DateTime<Utc>,
+        audit: &[AuditEvent],
     ) -> Result<bool> {
         let txn = self.db.begin().await?;
         let res =
@@ -300,18 +333,203 @@ impl Store {
             return Ok(false);
         }
         append_change(&txn, &Changed::Principal(tenant.clone(), id.clone()), now).await?;
+        append_audit(&txn, audit).await?;
         txn.commit().await?;
         Ok(true)
     }
 
     /// Stores a new token. Its change row clears every replica's negative cache entry for its
     /// id.
-    pub async fn insert_token(&self, t: &Token, secret_hash: &str) -> Result<()> {
+    pub async fn insert_token(
+        &self,
+        t: &Token,
+        secret_hash: &str,
+        audit: &[AuditEvent],
+    ) -> Result<()> {
         let txn = self.db.begin().await?;
         token_row(t, secret_hash).insert(&txn).await?;
         append_change(&txn, &Changed::Token(t.id.clone()), t.created_at).await?;
+        append_audit(&txn, audit).await?;
         txn.commit().await?;
         Ok(())
+    }
+
+    /// Stores `new` and sets the expiry of the live token `old` of the same tenant to
+    /// `old_expires_at`, all or nothing; false (and nothing written) if `old` is not live.
+    pub async fn rotate_token(
+        &self,
+        new: &Token,
+        secret_hash: &str,
+        old: &TokenId,
+        old_expires_at: DateTime<Utc>,
+        audit: &[AuditEvent],
+    ) -> Result<bool> {
+        use token::Column as C;
+        let txn = self.db.begin().await?;
+        let res = token::Entity::update_many()
+            .col_expr(C::ExpiresAt, Expr::value(old_expires_at.timestamp_micros()))
+            .filter(C::Id.eq(old.as_str()))
+            .filter(C::TenantId.eq(new.tenant.as_str()))
+            .filter(C::RevokedAt.is_null())
+            .exec(&txn)
+            .await?;
+        if res.rows_affected == 0 {
+            return Ok(false);
+        }
+        token_row(new, secret_hash).insert(&txn).await?;
+        append_change(&txn, &Changed::Token(old.clone()), new.created_at).await?;
+        append_change(&txn, &Changed::Token(new.id.clone()), new.created_at).await?;
+        append_audit(&txn, audit).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Sets (or, with `None`, ends) the activation of an eligible principal; false if there is
+    /// no such eligible principal.
+    pub async fn set_activation(
+        &self,
+        tenant: &TenantId,
+        id: &PrincipalId,
+        end: Option<DateTime<Utc>>,
+        justification: Option<&str>,
+        now: DateTime<Utc>,
+        audit: &[AuditEvent],
+    ) -> Result<bool> {
+        use principal::Column as C;
+        let txn = self.db.begin().await?;
+        let res = principal::Entity::update_many()
+            .col_expr(
+                C::ActivationEnd,
+                Expr::value(end.map(|t| t.timestamp_micros())),
+            )
+            .col_expr(
+                C::ActivationJustification,
+                Expr::value(justification.map(str::to_owned)),
+            )
+            .col_expr(C::UpdatedAt, Expr::value(now.timestamp_micros()))
+            .filter(C::TenantId.eq(tenant.as_str()))
+            .filter(C::Id.eq(id.as_str()))
+            .filter(C::Assignment.eq("eligible"))
+            .exec(&txn)
+            .await?;
+        if res.rows_affected == 0 {
+            return Ok(false);
+        }
+        append_change(&txn, &Changed::Principal(tenant.clone(), id.clone()), now).await?;
+        append_audit(&txn, audit).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// Records activations that have reached their end (at most `limit`): clears them and
+    /// writes one `activation_expired` event each. Safe to run on every replica at once: the
+    /// conditional update lets exactly one of them record a given expiry.
+    pub async fn expire_activations(&self, now: DateTime<Utc>, limit: u64) -> Result<u64> {
+        use principal::Column as C;
+        let ended = principal::Entity::find()
+            .filter(C::ActivationEnd.lte(now.timestamp_micros()))
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        let mut recorded = 0;
+        for p in ended {
+            let Some(end_micros) = p.activation_end else {
+                continue;
+            };
+            let end = time(end_micros)?;
+            let tenant = parse(TenantId::parse(&p.tenant_id), "tenant id")?;
+            let id = parse(PrincipalId::parse(&p.id), "principal id")?;
+            let txn = self.db.begin().await?;
+            let res = principal::Entity::update_many()
+                .col_expr(C::ActivationEnd, Expr::value(Option::<i64>::None))
+                .col_expr(
+                    C::ActivationJustification,
+                    Expr::value(Option::<String>::None),
+                )
+                .filter(C::TenantId.eq(tenant.as_str()))
+                .filter(C::Id.eq(id.as_str()))
+                .filter(C::ActivationEnd.eq(end_micros))
+                .exec(&txn)
+                .await?;
+            if res.rows_affected == 1 {
+                append_change(&txn, &Changed::Principal(tenant.clone(), id.clone()), now).await?;
+                let event = AuditEvent::new(
+                    &tenant,
+                    end,
+                    TIME_ACTOR,
+                    AuditAction::ActivationExpired,
+                    id.as_str(),
+                    "",
+                );
+                append_audit(&txn, &[event]).await?;
+                txn.commit().await?;
+                recorded += 1;
+            }
+        }
+        Ok(recorded)
+    }
+
+    /// Replaces a tenant's settings.
+    pub async fn update_tenant(
+        &self,
+        t: &Tenant,
+        now: DateTime<Utc>,
+        audit: &[AuditEvent],
+    ) -> Result<bool> {
+        use tenant::Column as C;
+        let txn = self.db.begin().await?;
+        let res = tenant::Entity::update_many()
+            .col_expr(C::DisplayName, Expr::value(t.display_name.clone()))
+            .col_expr(C::ApiUrl, Expr::value(t.api_url.clone()))
+            .col_expr(
+                C::MaxTokenLifetimeSecs,
+                Expr::value(t.max_token_lifetime.map(|d| d.num_seconds())),
+            )
+            .filter(C::Id.eq(t.id.as_str()))
+            .exec(&txn)
+            .await?;
+        if res.rows_affected == 0 {
+            return Ok(false);
+        }
+        let _ = now;
+        append_audit(&txn, audit).await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    /// A tenant's audit events, newest first, below `before` if given.
+    pub async fn audit_events(
+        &self,
+        tenant: &TenantId,
+        target: Option<&str>,
+        before: Option<i64>,
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>> {
+        use audit_event::Column as C;
+        let mut q = audit_event::Entity::find().filter(C::TenantId.eq(tenant.as_str()));
+        if let Some(t) = target {
+            q = q.filter(C::Target.eq(t));
+        }
+        if let Some(b) = before {
+            q = q.filter(C::Seq.lt(b));
+        }
+        let rows = q.order_by_desc(C::Seq).limit(limit).all(&self.db).await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    seq: r.seq,
+                    tenant: parse(TenantId::parse(&r.tenant_id), "tenant id")?,
+                    at: time(r.at)?,
+                    actor: r.actor,
+                    action: AuditAction::parse(&r.action).ok_or_else(|| {
+                        StoreError::Corrupt(format!("audit action {:?}", r.action))
+                    })?,
+                    target: r.target,
+                    outcome: r.outcome,
+                    detail: r.detail,
+                })
+            })
+            .collect()
     }
 
     /// Stores many tokens at once (benchmark seeding), in transactions of `chunk` rows.
@@ -359,6 +577,11 @@ impl Store {
                 TokenStatus::Inactive => C::LastUsedAt.lt(cutoff),
             });
         }
+        if let Some((from, until)) = q.expiring {
+            find = find
+                .filter(C::ExpiresAt.gt(from.timestamp_micros()))
+                .filter(C::ExpiresAt.lte(until.timestamp_micros()));
+        }
         if let Some((created, id)) = q.after {
             let created = created.timestamp_micros();
             find = find.filter(
@@ -385,6 +608,7 @@ impl Store {
         id: &TokenId,
         by: &PrincipalId,
         at: DateTime<Utc>,
+        audit: &[AuditEvent],
     ) -> Result<bool> {
         use token::Column as C;
         let txn = self.db.begin().await?;
@@ -400,6 +624,7 @@ impl Store {
             return Ok(false);
         }
         append_change(&txn, &Changed::Token(id.clone()), at).await?;
+        append_audit(&txn, audit).await?;
         txn.commit().await?;
         Ok(true)
     }
@@ -487,7 +712,9 @@ impl Store {
         struct Row {
             n: i64,
         }
-        self.db.execute_unprepared("SELECT pg_stat_clear_snapshot()").await?;
+        self.db
+            .execute_unprepared("SELECT pg_stat_clear_snapshot()")
+            .await?;
         let row = Row::find_by_statement(Statement::from_string(
             self.db.get_database_backend(),
             "SELECT n_tup_upd::bigint AS n FROM pg_stat_user_tables WHERE relname = 'tokens'",
@@ -563,6 +790,7 @@ fn principal_row(p: &Principal, now: DateTime<Utc>) -> principal::ActiveModel {
         }
         .to_owned()),
         activation_end: Set(p.activation_end.map(|t| t.timestamp_micros())),
+        activation_justification: Set(None),
         updated_at: Set(now.timestamp_micros()),
     }
 }
@@ -597,6 +825,7 @@ fn token_row(t: &Token, secret_hash: &str) -> token::ActiveModel {
         expires_at: Set(t.expires_at.map(|x| x.timestamp_micros())),
         revoked_at: Set(t.revoked_at.map(|x| x.timestamp_micros())),
         revoked_by: Set(None),
+        replaces_id: Set(t.replaces.as_ref().map(|r| r.as_str().to_owned())),
     }
 }
 
@@ -616,5 +845,9 @@ fn token_from_row(r: token::Model) -> Result<Token> {
         last_used_at: opt_time(r.last_used_at)?,
         expires_at: opt_time(r.expires_at)?,
         revoked_at: opt_time(r.revoked_at)?,
+        replaces: r
+            .replaces_id
+            .as_deref()
+            .and_then(|r| TokenId::parse(r).ok()),
     })
 }

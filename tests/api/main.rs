@@ -8,5 +8,6 @@ mod directory;
 mod helpers;
 mod logs;
 mod operators;
+mod roles;
 mod scaleout;
 mod tokens;

@@ -14,6 +14,7 @@ pub struct Model {
     pub assignment: String,
     pub activation_end: Option<i64>,
     pub updated_at: i64,
+    pub activation_justification: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -10,6 +10,7 @@ pub struct Model {
     pub display_name: String,
     pub api_url: String,
     pub created_at: i64,
+    pub max_token_lifetime_secs: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

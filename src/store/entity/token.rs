@@ -20,6 +20,7 @@ pub struct Model {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub revoked_by: Option<String>,
+    pub replaces_id: Option<String>,
 }
 
 // By hand, so that a row in a log line never carries even the hash.

@@ -8,6 +8,7 @@ use sea_orm_migration::prelude::*;
 
 mod m20261124_000001_initial;
 mod m20261124_000002_changes;
+mod m20261124_000003_roles_rotation_audit;
 
 pub(crate) struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261124_000001_initial::Migration),
             Box::new(m20261124_000002_changes::Migration),
+            Box::new(m20261124_000003_roles_rotation_audit::Migration),
         ]
     }
 }
