@@ -231,16 +231,19 @@ impl Engine {
         };
         let name = TokenName::parse("bootstrap").map_err(|e| Error::Internal(Box::new(e)))?;
         let (generated, hash) = self
-            .mint(NewToken {
-                tenant: tenant.id.clone(),
-                namespace: Namespace::Api,
-                name,
-                subject: admin.clone().into(),
-                creator: admin.clone(),
-                scopes: Role::Admin.scopes(),
-                expires_at: None,
-                replaces: None,
-            })
+            .mint(
+                NewToken {
+                    tenant: tenant.id.clone(),
+                    namespace: Namespace::Api,
+                    name,
+                    subject: admin.clone().into(),
+                    creator: admin.clone(),
+                    scopes: Role::Admin.scopes(),
+                    expires_at: None,
+                    replaces: None,
+                },
+                now,
+            )
             .await?;
         let audit = [
             AuditEvent::new(
@@ -271,7 +274,7 @@ impl Engine {
     }
 
     /// Makes a token string and its hash; writes nothing.
-    async fn mint(&self, new: NewToken) -> Result<(GeneratedToken, String)> {
+    async fn mint(&self, new: NewToken, now: DateTime<Utc>) -> Result<(GeneratedToken, String)> {
         let string =
             TokenString::generate(new.namespace).map_err(|e| Error::Internal(Box::new(e)))?;
         let hash = self.hasher.hash(string.secret().to_vec()).await?;
@@ -283,7 +286,7 @@ impl Engine {
             subject: new.subject,
             creator: new.creator,
             scopes: new.scopes,
-            created_at: self.now(),
+            created_at: now,
             last_used_at: None,
             expires_at: new.expires_at,
             revoked_at: None,
@@ -348,16 +351,19 @@ impl Engine {
             }
         };
         let (generated, hash) = self
-            .mint(NewToken {
-                tenant: actor.tenant.clone(),
-                namespace,
-                name,
-                subject,
-                creator: actor.principal.clone(),
-                scopes,
-                expires_at,
-                replaces: None,
-            })
+            .mint(
+                NewToken {
+                    tenant: actor.tenant.clone(),
+                    namespace,
+                    name,
+                    subject,
+                    creator: actor.principal.clone(),
+                    scopes,
+                    expires_at,
+                    replaces: None,
+                },
+                now,
+            )
             .await?;
         let audit = [generated_event(&generated.token, now)];
         self.store
@@ -410,16 +416,19 @@ impl Engine {
             _ => grace_end,
         };
         let (generated, hash) = self
-            .mint(NewToken {
-                tenant: old.tenant.clone(),
-                namespace: old.namespace,
-                name: old.name.clone(),
-                subject: old.subject.clone(),
-                creator: actor.principal.clone(),
-                scopes,
-                expires_at,
-                replaces: Some(old.id.clone()),
-            })
+            .mint(
+                NewToken {
+                    tenant: old.tenant.clone(),
+                    namespace: old.namespace,
+                    name: old.name.clone(),
+                    subject: old.subject.clone(),
+                    creator: actor.principal.clone(),
+                    scopes,
+                    expires_at,
+                    replaces: Some(old.id.clone()),
+                },
+                now,
+            )
             .await?;
         let audit = [AuditEvent::new(
             &actor.tenant,
