@@ -21,8 +21,11 @@
 //! A load that raced with an invalidation is not cached: every invalidation bumps an epoch,
 //! and a loader inserts only if the epoch it read before going to the database is unchanged.
 
-use crate::domain::{Principal, TenantId, Token, TokenId};
+use crate::domain::{
+    Namespace, Principal, PrincipalId, ScopeSet, Subject, TenantId, Token, TokenId, TokenName,
+};
 use crate::store::{Changed, Store};
+use chrono::{DateTime, Utc};
 use moka::sync::Cache;
 use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
@@ -60,13 +63,32 @@ impl Default for CacheSettings {
     }
 }
 
-/// A token whose secret was verified once.
+/// A token whose secret was verified once, kept compact: with a million of them cached,
+/// every byte counts. Strings share one allocation, the tenant id is shared by all tokens of
+/// the tenant, times are plain microseconds.
 #[derive(Debug)]
 pub struct Verified {
-    pub token: Token,
+    id: [u8; 22],
+    namespace: Namespace,
+    scopes: ScopeSet,
+    tenant: Arc<str>,
+    /// name, subject and creator, one after the other.
+    text: Box<str>,
+    name_len: u16,
+    subject_len: u16,
+    created_at: i64,
+    expires_at: Option<i64>,
+    revoked_at: Option<i64>,
+    replaces: Option<[u8; 22]>,
     digest: [u8; 32],
-    /// `tenant/principal` of the owner, the key of the principal cache.
-    owner_key: Arc<str>,
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn at(m: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(m).unwrap_or_default()
 }
 
 impl Verified {
@@ -75,8 +97,27 @@ impl Verified {
         digest(secret).ct_eq(&self.digest).into()
     }
 
-    pub fn owner_key(&self) -> &Arc<str> {
-        &self.owner_key
+    /// The token as read from the store (its last use is not kept here).
+    pub fn token(&self) -> Token {
+        let (name, rest) = self.text.split_at(self.name_len as usize);
+        let (subject, creator) = rest.split_at(self.subject_len as usize);
+        Token {
+            id: TokenId::trusted(std::str::from_utf8(&self.id).unwrap_or_default()),
+            tenant: TenantId::trusted(&self.tenant),
+            namespace: self.namespace,
+            name: TokenName::trusted(name),
+            subject: Subject::trusted(subject),
+            creator: PrincipalId::trusted(creator),
+            scopes: self.scopes,
+            created_at: at(self.created_at),
+            last_used_at: None,
+            expires_at: self.expires_at.map(at),
+            revoked_at: self.revoked_at.map(at),
+            replaces: self
+                .replaces
+                .as_ref()
+                .map(|r| TokenId::trusted(std::str::from_utf8(r).unwrap_or_default())),
+        }
     }
 }
 
@@ -84,8 +125,9 @@ pub fn digest(secret: &[u8]) -> [u8; 32] {
     Sha256::digest(secret).into()
 }
 
-pub fn owner_key(tenant: &TenantId, principal: &str) -> Arc<str> {
-    Arc::from(format!("{tenant}/{principal}"))
+/// Key of the principal cache.
+pub fn owner_key(tenant: &TenantId, principal: &str) -> String {
+    format!("{tenant}/{principal}")
 }
 
 /// What the cache knows of a token id.
@@ -98,7 +140,9 @@ pub enum Lookup {
 pub struct ValidationCache {
     tokens: Cache<[u8; 22], Arc<Verified>>,
     absent: Cache<[u8; 22], ()>,
-    principals: Cache<Arc<str>, Option<Arc<Principal>>>,
+    principals: Cache<String, Option<Arc<Principal>>>,
+    /// One shared copy of each tenant id.
+    tenants: std::sync::Mutex<HashMap<String, Arc<str>>>,
     epoch: AtomicU64,
     started: Instant,
     /// Milliseconds since `started` of the last successful read of the change log.
@@ -137,6 +181,7 @@ impl ValidationCache {
                 .max_capacity(s.capacity)
                 .time_to_live(s.ttl)
                 .build(),
+            tenants: std::sync::Mutex::default(),
             epoch: AtomicU64::new(0),
             started: Instant::now(),
             fresh_at_ms: AtomicU64::new(0),
@@ -174,14 +219,31 @@ impl ValidationCache {
         }
     }
 
-    pub fn remember_token(&self, epoch: u64, token: Token, secret: &[u8]) -> Arc<Verified> {
+    pub fn remember_token(&self, epoch: u64, token: &Token, secret: &[u8]) -> Arc<Verified> {
+        let tenant = {
+            let mut tenants = self.tenants.lock().unwrap_or_else(|e| e.into_inner());
+            tenants
+                .entry(token.tenant.as_str().to_owned())
+                .or_insert_with(|| Arc::from(token.tenant.as_str()))
+                .clone()
+        };
+        let (name, subject) = (token.name.as_str(), token.subject.as_str());
         let v = Arc::new(Verified {
-            owner_key: owner_key(&token.tenant, token.subject.as_str()),
+            id: key(&token.id),
+            namespace: token.namespace,
+            scopes: token.scopes,
+            tenant,
+            text: format!("{name}{subject}{}", token.creator.as_str()).into_boxed_str(),
+            name_len: name.len() as u16,
+            subject_len: subject.len() as u16,
+            created_at: micros(token.created_at),
+            expires_at: token.expires_at.map(micros),
+            revoked_at: token.revoked_at.map(micros),
+            replaces: token.replaces.as_ref().map(key),
             digest: digest(secret),
-            token,
         });
         if self.epoch() == epoch {
-            self.tokens.insert(key(&v.token.id), v.clone());
+            self.tokens.insert(v.id, v.clone());
         }
         v
     }
@@ -203,7 +265,7 @@ impl ValidationCache {
     pub fn remember_principal(
         &self,
         epoch: u64,
-        key: Arc<str>,
+        key: String,
         p: Option<Principal>,
     ) -> Option<Arc<Principal>> {
         let p = p.map(Arc::new);

@@ -569,7 +569,7 @@ impl Engine {
             .await?;
         Ok(match token {
             Some(t) if good && t.namespace == presented.namespace() => {
-                Some(self.cache.remember_token(epoch, t, presented.secret()))
+                Some(self.cache.remember_token(epoch, &t, presented.secret()))
             }
             Some(_) => None,
             None => {
@@ -580,12 +580,12 @@ impl Engine {
     }
 
     /// The owner of an API token as stored now; tenant tokens have none.
-    async fn owner_of(&self, entry: &Verified) -> Result<Option<Arc<Principal>>> {
-        let token = &entry.token;
+    async fn owner_of(&self, token: &Token) -> Result<Option<Arc<Principal>>> {
         if token.namespace != Namespace::Api {
             return Ok(None);
         }
-        if let Some(p) = self.cache.principal(entry.owner_key()) {
+        let key = crate::cache::owner_key(&token.tenant, token.subject.as_str());
+        if let Some(p) = self.cache.principal(&key) {
             return Ok(p);
         }
         let epoch = self.cache.epoch();
@@ -593,9 +593,7 @@ impl Engine {
             .store
             .principal(&token.tenant, token.subject.as_str())
             .await?;
-        Ok(self
-            .cache
-            .remember_principal(epoch, entry.owner_key().clone(), p))
+        Ok(self.cache.remember_principal(epoch, key, p))
     }
 
     /// Rules 3, 6, 7 and 9: whether `presented` is good in `namespace` with `required`
@@ -615,13 +613,13 @@ impl Engine {
         let Some(entry) = self.verified(&presented).await? else {
             return Ok(Err(Reason::NotFound));
         };
-        let owner = self.owner_of(&entry).await?;
+        let mut token = entry.token();
+        let owner = self.owner_of(&token).await?;
         let now = self.now();
         Ok(
-            match judge(&entry.token, owner.as_deref(), namespace, required, now) {
+            match judge(&token, owner.as_deref(), namespace, required, now) {
                 Ok(effective) => {
-                    self.last_use.record(&entry.token.id, now);
-                    let mut token = entry.token.clone();
+                    self.last_use.record(&token.id, now);
                     token.last_used_at = Some(now);
                     Ok(Validated { token, effective })
                 }
@@ -640,12 +638,12 @@ impl Engine {
             return Err(BAD);
         }
         let entry = self.verified(&presented).await?.ok_or(BAD)?;
-        let token = &entry.token;
+        let token = entry.token();
         let now = self.now();
         if token.revoked_at.is_some() || token.is_expired_at(now) {
             return Err(BAD);
         }
-        let owner = self.owner_of(&entry).await?.ok_or(BAD)?;
+        let owner = self.owner_of(&token).await?.ok_or(BAD)?;
         self.last_use.record(&token.id, now);
         Ok(Actor {
             scopes: token.scopes.intersect(owner.scopes_at(now)),

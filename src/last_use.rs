@@ -50,7 +50,8 @@ impl LastUse {
             if pending.is_empty() {
                 return Ok(0);
             }
-            pending.drain().collect()
+            // take, not drain: release the map's memory after a burst of many tokens.
+            std::mem::take(&mut *pending).into_iter().collect()
         };
         match self.store.record_last_use(&batch).await {
             Ok(n) => Ok(n),

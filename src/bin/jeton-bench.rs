@@ -687,6 +687,9 @@ async fn run(args: Args, pinned: bool) -> Result<(), BoxError> {
     // 6. Database writes caused by 10^6 validations of one token within a minute.
     eprintln!("[7/7] last-use writes for 10^6 validations of one token…");
     let one = Arc::new(vec![fresh_token(&pg.url).await?]);
+    // PostgreSQL publishes table statistics up to a second late: let the revocations above
+    // show before taking the baseline.
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let updates0 = pg_token_updates(&pg.url).await?;
     let mut done = 0usize;
     let start = Instant::now();
@@ -696,7 +699,7 @@ async fn run(args: Args, pinned: bool) -> Result<(), BoxError> {
     }
     drop(a);
     drop(b); // SIGTERM: the final flush happens here
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let updates1 = pg_token_updates(&pg.url).await?;
     pg.drop().await;
     let _ = writeln!(

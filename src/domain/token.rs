@@ -56,6 +56,11 @@ impl Namespace {
 pub struct TokenId(String);
 
 impl TokenId {
+    /// A value that was parsed before (read back from jeton's own memory).
+    pub(crate) fn trusted(s: &str) -> Self {
+        Self(s.to_owned())
+    }
+
     pub fn parse(s: &str) -> Result<Self, NameError> {
         if s.is_empty() {
             Err(NameError::Empty)

@@ -671,27 +671,35 @@ impl Store {
         Ok(res.rows_affected)
     }
 
-    /// Writes last-use times in one transaction. Monotonic: a stored time is only ever moved
-    /// forward, so concurrent flushers (or a late batch) cannot move it back.
+    /// Writes last-use times, 500 tokens per statement:
+    /// `SET last_used_at = CASE id WHEN … END WHERE id IN (…) AND (last_used_at IS NULL OR
+    /// last_used_at < CASE id WHEN … END)`. Monotonic: a stored time only ever moves forward,
+    /// so concurrent flushers (or a late batch) cannot move it back. Portable SQL: CASE and IN
+    /// mean the same on every engine.
     pub async fn record_last_use(&self, batch: &[(TokenId, DateTime<Utc>)]) -> Result<u64> {
+        use sea_orm::sea_query::{CaseStatement, ExprTrait};
         use token::Column as C;
-        let txn = self.db.begin().await?;
         let mut written = 0;
-        for (id, at) in batch {
-            let at = at.timestamp_micros();
+        for chunk in batch.chunks(500) {
+            let newest = chunk
+                .iter()
+                .fold(CaseStatement::new(), |case, (id, at)| {
+                    case.case(C::Id.eq(id.as_str()), Expr::val(at.timestamp_micros()))
+                })
+                .finally(Expr::col(C::LastUsedAt));
+            let newest: Expr = newest.into();
             let res = token::Entity::update_many()
-                .col_expr(C::LastUsedAt, Expr::value(at))
-                .filter(C::Id.eq(id.as_str()))
+                .col_expr(C::LastUsedAt, newest.clone())
+                .filter(C::Id.is_in(chunk.iter().map(|(id, _)| id.as_str())))
                 .filter(
                     Condition::any()
                         .add(C::LastUsedAt.is_null())
-                        .add(C::LastUsedAt.lt(at)),
+                        .add(ExprTrait::lt(Expr::col(C::LastUsedAt), newest)),
                 )
-                .exec(&txn)
+                .exec(&self.db)
                 .await?;
             written += res.rows_affected;
         }
-        txn.commit().await?;
         Ok(written)
     }
 

@@ -9,6 +9,7 @@ use sea_orm_migration::prelude::*;
 mod m20261124_000001_initial;
 mod m20261124_000002_changes;
 mod m20261124_000003_roles_rotation_audit;
+mod m20261124_000004_partial_list_indexes;
 
 pub(crate) struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000001_initial::Migration),
             Box::new(m20261124_000002_changes::Migration),
             Box::new(m20261124_000003_roles_rotation_audit::Migration),
+            Box::new(m20261124_000004_partial_list_indexes::Migration),
         ]
     }
 }
