@@ -687,9 +687,11 @@ async fn run(args: Args, pinned: bool) -> Result<(), BoxError> {
     // 6. Database writes caused by 10^6 validations of one token within a minute.
     eprintln!("[7/7] last-use writes for 10^6 validations of one token…");
     let one = Arc::new(vec![fresh_token(&pg.url).await?]);
-    // PostgreSQL publishes table statistics up to a second late: let the revocations above
-    // show before taking the baseline.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Replica A's own last-use flush (its bearer token) happens when it stops: stop it first.
+    // PostgreSQL publishes a backend's table statistics up to 10 s late (idle interval): wait
+    // that long before taking the baseline and the final count.
+    drop(a);
+    tokio::time::sleep(Duration::from_secs(11)).await;
     let updates0 = pg_token_updates(&pg.url).await?;
     let mut done = 0usize;
     let start = Instant::now();
@@ -697,9 +699,8 @@ async fn run(args: Args, pinned: bool) -> Result<(), BoxError> {
         let (tput, _) = load(&b, Call::Validate, one.clone(), 4, 64, 5).await?;
         done += (tput * 5.0) as usize;
     }
-    drop(a);
     drop(b); // SIGTERM: the final flush happens here
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(11)).await;
     let updates1 = pg_token_updates(&pg.url).await?;
     pg.drop().await;
     let _ = writeln!(
