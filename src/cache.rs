@@ -81,6 +81,8 @@ pub struct Verified {
     revoked_at: Option<i64>,
     replaces: Option<[u8; 22]>,
     digest: [u8; 32],
+    /// Seconds since the cache started when the row was read.
+    loaded_at: u32,
 }
 
 fn micros(t: DateTime<Utc>) -> i64 {
@@ -133,6 +135,9 @@ pub fn owner_key(tenant: &TenantId, principal: &str) -> String {
 /// What the cache knows of a token id.
 pub enum Lookup {
     Hit(Arc<Verified>),
+    /// Verified once, but the row was read longer than the time to live ago: read it again
+    /// (the secret cannot have changed, so no Argon2).
+    Stale(Arc<Verified>),
     Absent,
     Miss,
 }
@@ -148,6 +153,7 @@ pub struct ValidationCache {
     /// Milliseconds since `started` of the last successful read of the change log.
     fresh_at_ms: AtomicU64,
     stale_after_ms: u64,
+    ttl_secs: u64,
 }
 
 impl std::fmt::Debug for ValidationCache {
@@ -169,10 +175,9 @@ fn key(id: &TokenId) -> [u8; 22] {
 impl ValidationCache {
     pub fn new(s: &CacheSettings) -> Self {
         Self {
-            tokens: Cache::builder()
-                .max_capacity(s.capacity)
-                .time_to_live(s.ttl)
-                .build(),
+            // No time to live here: a stale entry is refreshed in place (see `Lookup::Stale`),
+            // keeping the verified digest, so the safety net costs a row read, not Argon2.
+            tokens: Cache::builder().max_capacity(s.capacity).build(),
             absent: Cache::builder()
                 .max_capacity(s.negative_capacity)
                 .time_to_live(s.negative_ttl)
@@ -186,6 +191,7 @@ impl ValidationCache {
             started: Instant::now(),
             fresh_at_ms: AtomicU64::new(0),
             stale_after_ms: s.stale_after.as_millis() as u64,
+            ttl_secs: s.ttl.as_secs().max(1),
         }
     }
 
@@ -211,7 +217,12 @@ impl ValidationCache {
         }
         let k = key(id);
         if let Some(v) = self.tokens.get(&k) {
-            Lookup::Hit(v)
+            let age = (self.started.elapsed().as_secs() as u32).saturating_sub(v.loaded_at);
+            if u64::from(age) >= self.ttl_secs {
+                Lookup::Stale(v)
+            } else {
+                Lookup::Hit(v)
+            }
         } else if self.absent.contains_key(&k) {
             Lookup::Absent
         } else {
@@ -241,6 +252,7 @@ impl ValidationCache {
             revoked_at: token.revoked_at.map(micros),
             replaces: token.replaces.as_ref().map(key),
             digest: digest(secret),
+            loaded_at: self.started.elapsed().as_secs() as u32,
         });
         if self.epoch() == epoch {
             self.tokens.insert(v.id, v.clone());

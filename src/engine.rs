@@ -529,6 +529,15 @@ impl Engine {
         let id = presented.id();
         match self.cache.token(&id) {
             Lookup::Hit(v) => return Ok(v.matches(presented.secret()).then_some(v)),
+            Lookup::Stale(v) => {
+                if !v.matches(presented.secret()) {
+                    return Ok(None);
+                }
+                // Verified before; only the row may have changed. Rows are never deleted.
+                let epoch = self.cache.epoch();
+                let row = self.store.token(&id).await?;
+                return Ok(row.map(|t| self.cache.remember_token(epoch, &t, presented.secret())));
+            }
             Lookup::Absent => return Ok(None),
             Lookup::Miss => {}
         }
@@ -979,6 +988,10 @@ mod tests {
     use std::time::Duration;
 
     async fn engine(url: &str, clock: Arc<ManualClock>) -> Engine {
+        engine_with(url, clock, CacheSettings::default()).await
+    }
+
+    async fn engine_with(url: &str, clock: Arc<ManualClock>, cache: CacheSettings) -> Engine {
         let store = Store::connect(url, &DbOptions::default()).await.unwrap();
         store.migrate().await.unwrap();
         let hashing = HashSettings {
@@ -987,7 +1000,7 @@ mod tests {
             ..HashSettings::default()
         };
         let hasher = Hasher::new(&hashing, Pepper::default()).unwrap();
-        let cache = Arc::new(ValidationCache::new(&CacheSettings::default()));
+        let cache = Arc::new(ValidationCache::new(&cache));
         tokio::spawn(crate::cache::follow(
             store.clone(),
             cache.clone(),
@@ -1088,5 +1101,56 @@ mod tests {
             assert!(c.await.unwrap().unwrap().is_ok());
         }
         assert_eq!(e.hasher.verifications() - before, 1);
+    }
+
+    /// The cache's time to live re-reads the row but does not pay Argon2 again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_entry_is_refreshed_without_argon2() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("j.db").display());
+        let clock = Arc::new(ManualClock::new(Utc::now()));
+        let settings = CacheSettings {
+            ttl: Duration::from_secs(1),
+            ..CacheSettings::default()
+        };
+        let e = engine_with(&url, clock, settings).await;
+        let tenant = Tenant {
+            id: TenantId::parse("contoso").unwrap(),
+            display_name: "Contoso".into(),
+            api_url: "https://contoso.test".into(),
+            max_token_lifetime: None,
+        };
+        let g = e
+            .bootstrap(tenant, PrincipalId::parse("alice").unwrap())
+            .await
+            .unwrap();
+        // Let the follower apply the bootstrap's own change rows before caching anything.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let s = g.string.expose().to_owned();
+        assert!(
+            e.validate(&s, Namespace::Api, ScopeSet::EMPTY)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        let verified = e.hasher.verifications();
+        // The time to live is measured on the real clock; this is the one wait in the suite.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(matches!(e.cache.token(&g.string.id()), Lookup::Stale(_)));
+        assert!(
+            e.validate(&s, Namespace::Api, ScopeSet::EMPTY)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+        assert!(
+            matches!(e.cache.token(&g.string.id()), Lookup::Hit(_)),
+            "refreshed"
+        );
+        assert_eq!(
+            e.hasher.verifications(),
+            verified,
+            "no Argon2 for a refresh"
+        );
     }
 }
