@@ -430,10 +430,8 @@ impl Engine {
                 now,
             )
             .await?;
-        let audit = [AuditEvent::new(
-            &actor.tenant,
+        let audit = [actor.event(
             now,
-            actor.principal.as_str(),
             AuditAction::TokenRotated,
             generated.token.id.as_str(),
             format!(
@@ -501,14 +499,7 @@ impl Engine {
             return Err(GONE);
         }
         let now = self.now();
-        let audit = [AuditEvent::new(
-            &actor.tenant,
-            now,
-            actor.principal.as_str(),
-            AuditAction::TokenRevoked,
-            id.as_str(),
-            "",
-        )];
+        let audit = [actor.event(now, AuditAction::TokenRevoked, id.as_str(), "")];
         if !self
             .store
             .revoke_token(&actor.tenant, id, &actor.principal, now, &audit)
@@ -742,14 +733,7 @@ impl Engine {
     pub async fn delete_principal(&self, actor: &Actor, id: &PrincipalId) -> Result<()> {
         Self::require_admin(actor)?;
         let now = self.now();
-        let audit = [AuditEvent::new(
-            &actor.tenant,
-            now,
-            actor.principal.as_str(),
-            AuditAction::PrincipalDeleted,
-            id.as_str(),
-            "",
-        )];
+        let audit = [actor.event(now, AuditAction::PrincipalDeleted, id.as_str(), "")];
         if !self
             .store
             .delete_principal(&actor.tenant, id, now, &audit)
@@ -796,10 +780,8 @@ impl Engine {
         let mut target = self.role_target(actor, id).await?;
         let now = self.now();
         let end = activation_end(actor, &target, duration, now)?;
-        let audit = [AuditEvent::new(
-            &actor.tenant,
+        let audit = [actor.event(
             now,
-            actor.principal.as_str(),
             AuditAction::RoleActivated,
             id.as_str(),
             format!("until={} justification={justification}", end.to_rfc3339()),
@@ -833,14 +815,7 @@ impl Engine {
         if target.current_activation_end(now).is_none() {
             return Ok(target);
         }
-        let audit = [AuditEvent::new(
-            &actor.tenant,
-            now,
-            actor.principal.as_str(),
-            AuditAction::RoleDeactivated,
-            id.as_str(),
-            "",
-        )];
+        let audit = [actor.event(now, AuditAction::RoleDeactivated, id.as_str(), "")];
         if !self
             .store
             .set_activation(&actor.tenant, id, None, None, now, &audit)
@@ -903,10 +878,8 @@ impl Engine {
             tenant.max_token_lifetime = m;
         }
         let now = self.now();
-        let audit = [AuditEvent::new(
-            &actor.tenant,
+        let audit = [actor.event(
             now,
-            actor.principal.as_str(),
             AuditAction::TenantChanged,
             actor.tenant.as_str(),
             format!(
@@ -1026,6 +999,8 @@ mod tests {
         };
         let admin = PrincipalId::parse("alice").unwrap();
         a.bootstrap(tenant, admin.clone()).await.unwrap();
+        // Let the followers apply the bootstrap's own change rows first.
+        tokio::time::sleep(Duration::from_millis(200)).await;
 
         let string = TokenString::generate(Namespace::Api).unwrap();
         let check = |e: &Engine| {
@@ -1088,6 +1063,7 @@ mod tests {
             .bootstrap(tenant, PrincipalId::parse("alice").unwrap())
             .await
             .unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
         let before = e.hasher.verifications();
         let mut calls = Vec::new();
         for _ in 0..16 {

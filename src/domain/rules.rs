@@ -1,6 +1,9 @@
 //! The decisions of DESIGN.md's rules 2, 3, 5, 7 and 8, as functions of plain values.
 
-use super::{Namespace, Principal, PrincipalId, Reason, Scope, ScopeSet, TenantId, Token};
+use super::{
+    AuditAction, AuditEvent, Namespace, Principal, PrincipalId, Reason, Scope, ScopeSet, TenantId,
+    Token,
+};
 use chrono::{DateTime, TimeDelta, Utc};
 
 /// Who is calling jeton, once authenticated, with the scopes they hold now.
@@ -12,6 +15,24 @@ pub struct Actor {
 }
 
 impl Actor {
+    /// An audit event of a change this actor made.
+    pub fn event(
+        &self,
+        at: DateTime<Utc>,
+        action: AuditAction,
+        target: &str,
+        detail: impl Into<String>,
+    ) -> AuditEvent {
+        AuditEvent::new(
+            &self.tenant,
+            at,
+            self.principal.as_str(),
+            action,
+            target,
+            detail,
+        )
+    }
+
     pub fn is_admin(&self) -> bool {
         self.scopes.contains(Scope::Admin)
     }
