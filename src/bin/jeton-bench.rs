@@ -39,6 +39,13 @@ struct Args {
     /// Where to write the report
     #[arg(long, default_value = "BENCHMARKS.md")]
     out: PathBuf,
+    /// Run only the cached-Validate table (for experiments; writes nothing)
+    #[arg(long)]
+    only_validate: bool,
+    /// Extra flags for the `jeton serve` of the cached-Validate table, e.g.
+    /// `--serve-arg=--last-use-flush-interval=1h`
+    #[arg(long, allow_hyphen_values = true)]
+    serve_arg: Vec<String>,
     /// Where to write the latency plot (SVG)
     #[arg(long, default_value = "docs/validate-latency.svg")]
     plot: PathBuf,
@@ -371,7 +378,8 @@ async fn run(args: Args, pinned: bool) -> Result<(), BoxError> {
         )
         .await?,
     );
-    let server = Server::start(&db, pin, &[])?;
+    let extra: Vec<&str> = args.serve_arg.iter().map(String::as_str).collect();
+    let server = Server::start(&db, pin, &extra)?;
     warm(&server, &tokens, 64).await?;
     let mut rows = String::new();
     let mut plot = None;
@@ -438,6 +446,10 @@ async fn run(args: Args, pinned: bool) -> Result<(), BoxError> {
             "Not pinned (taskset unavailable or one core)."
         }
     );
+    if args.only_validate {
+        println!("{rows}");
+        return Ok(());
+    }
     if let Some((v, e)) = &plot {
         write_plot(&args.plot, v, e)?;
         let _ = writeln!(

@@ -671,36 +671,35 @@ impl Store {
         Ok(res.rows_affected)
     }
 
-    /// Writes last-use times, 64 tokens per statement:
-    /// `SET last_used_at = CASE id WHEN … END WHERE id IN (…) AND (last_used_at IS NULL OR
-    /// last_used_at < CASE id WHEN … END)`. Monotonic: a stored time only ever moves forward,
-    /// so concurrent flushers (or a late batch) cannot move it back. Portable SQL: CASE and IN
-    /// mean the same on every engine. The CASE is evaluated for every row it updates, so a
-    /// statement of k tokens costs about k² comparisons: 64 balances that against the
-    /// per-statement overhead (with 500, flushing 100k tokens took seconds of CPU).
+    /// Writes last-use times: one statement per distinct time and 500 tokens,
+    /// `SET last_used_at = t WHERE id IN (…) AND (last_used_at IS NULL OR last_used_at < t)`.
+    /// Monotonic: a stored time only ever moves forward, so concurrent flushers (or a late
+    /// batch) cannot move it back. Callers group uses by minute, so a flush of a busy replica
+    /// is a few statements per minute of uses, not one per token.
     pub async fn record_last_use(&self, batch: &[(TokenId, DateTime<Utc>)]) -> Result<u64> {
-        use sea_orm::sea_query::{CaseStatement, ExprTrait};
         use token::Column as C;
+        let mut by_time: std::collections::BTreeMap<i64, Vec<&str>> = Default::default();
+        for (id, at) in batch {
+            by_time
+                .entry(at.timestamp_micros())
+                .or_default()
+                .push(id.as_str());
+        }
         let mut written = 0;
-        for chunk in batch.chunks(64) {
-            let newest = chunk
-                .iter()
-                .fold(CaseStatement::new(), |case, (id, at)| {
-                    case.case(C::Id.eq(id.as_str()), Expr::val(at.timestamp_micros()))
-                })
-                .finally(Expr::col(C::LastUsedAt));
-            let newest: Expr = newest.into();
-            let res = token::Entity::update_many()
-                .col_expr(C::LastUsedAt, newest.clone())
-                .filter(C::Id.is_in(chunk.iter().map(|(id, _)| id.as_str())))
-                .filter(
-                    Condition::any()
-                        .add(C::LastUsedAt.is_null())
-                        .add(ExprTrait::lt(Expr::col(C::LastUsedAt), newest)),
-                )
-                .exec(&self.db)
-                .await?;
-            written += res.rows_affected;
+        for (at, ids) in by_time {
+            for chunk in ids.chunks(500) {
+                let res = token::Entity::update_many()
+                    .col_expr(C::LastUsedAt, Expr::value(at))
+                    .filter(C::Id.is_in(chunk.iter().copied()))
+                    .filter(
+                        Condition::any()
+                            .add(C::LastUsedAt.is_null())
+                            .add(C::LastUsedAt.lt(at)),
+                    )
+                    .exec(&self.db)
+                    .await?;
+                written += res.rows_affected;
+            }
         }
         Ok(written)
     }

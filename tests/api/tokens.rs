@@ -851,4 +851,21 @@ async fn last_use_is_written_behind_and_flushed_at_shutdown() {
         .unwrap();
     let row = listed.iter().find(|x| x.name == "agent").unwrap();
     assert_eq!(row.last_use_time, Some(last_use));
+
+    // Stored to the minute; the Validate answer itself carries the exact time.
+    app.clock.advance(TimeDelta::seconds(90));
+    let v = app.validate(&t.secret, Namespace::Api, &[]).await;
+    assert_eq!(v.token.unwrap().last_use_time, Some(app.clock_now_ts()));
+    let listed = app
+        .list(
+            &app.admin,
+            list_req(Namespace::Api, TokenStatus::Unspecified, ""),
+        )
+        .await
+        .unwrap();
+    let row = listed.iter().find(|x| x.name == "agent").unwrap();
+    assert_eq!(
+        row.last_use_time,
+        Some(app.clock_ts_after(TimeDelta::seconds(-30)))
+    );
 }
