@@ -13,8 +13,10 @@
 //!
 //! Every write that can change an answer appends to the database's change log in the same
 //! transaction. The replica that made the write invalidates its own entries before it
-//! answers; [`follow`] applies everyone's changes here within a poll interval. Entries also
-//! expire after a time to live, as a safety net. If the change log cannot be read for longer
+//! answers; [`follow`] applies everyone's changes here within a poll interval. As a safety
+//! net, a token entry older than the time to live is refreshed by re-reading its row (keeping
+//! the verified digest: a secret never changes, so no Argon2), and principal entries expire
+//! after it. If the change log cannot be read for longer
 //! than `stale_after`, cached entries are not trusted (every validation goes to the database)
 //! until it can again — a replica cut off from the log must not keep answering from memory.
 //!

@@ -120,7 +120,8 @@ pub struct ServeArgs {
     /// Most tokens kept in the validation cache [default: 1000000]
     #[arg(long, env = "JETON_CACHE_CAPACITY", value_name = "N")]
     pub cache_capacity: Option<u64>,
-    /// Longest time a validation-cache entry is kept, whatever happens [default: 60s]
+    /// Safety net of the validation cache: a cached token's row is re-read (without Argon2)
+    /// and a cached principal reloaded after this long [default: 60s]
     #[arg(long, env = "JETON_CACHE_TTL", value_name = "DURATION", value_parser = humantime::parse_duration)]
     pub cache_ttl: Option<Duration>,
     /// How often the change log is read to invalidate cached entries changed by other
