@@ -241,4 +241,35 @@ mod tests {
         let phc = a.hash(b"secret".to_vec()).await.unwrap();
         assert!(!b.verify(b"secret".to_vec(), Some(phc)).await.unwrap());
     }
+
+    /// Beyond `max_concurrent`, callers wait at most `queue_timeout`, then are told to come
+    /// back (RESOURCE_EXHAUSTED at the edge) instead of piling up.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_queue_answers_busy() {
+        let slow = HashSettings {
+            memory_kib: 64 * 1024,
+            iterations: 4,
+            parallelism: 1,
+            max_concurrent: 1,
+            queue_timeout: Duration::from_millis(1),
+        };
+        let h = Hasher::new(&slow, Pepper::default()).unwrap();
+        let busy = h.clone();
+        let first = tokio::spawn(async move { busy.hash(b"one".to_vec()).await });
+        while h.permits.available_permits() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(matches!(
+            h.hash(b"two".to_vec()).await,
+            Err(HashError::Busy)
+        ));
+        assert!(
+            first.await.unwrap().is_ok(),
+            "the one in progress completes"
+        );
+        assert!(
+            h.verify(b"two".to_vec(), None).await.is_ok(),
+            "and the slot is free again"
+        );
+    }
 }
