@@ -960,6 +960,15 @@ mod tests {
     use crate::store::DbOptions;
     use std::time::Duration;
 
+    fn contoso() -> Tenant {
+        Tenant {
+            id: TenantId::parse("contoso").unwrap(),
+            display_name: "Contoso".into(),
+            api_url: "https://contoso.test".into(),
+            max_token_lifetime: None,
+        }
+    }
+
     async fn engine(url: &str, clock: Arc<ManualClock>) -> Engine {
         engine_with(url, clock, CacheSettings::default()).await
     }
@@ -991,12 +1000,7 @@ mod tests {
         let clock = Arc::new(ManualClock::new(Utc::now()));
         let a = engine(&url, clock.clone()).await;
         let b = engine(&url, clock.clone()).await;
-        let tenant = Tenant {
-            id: TenantId::parse("contoso").unwrap(),
-            display_name: "Contoso".into(),
-            api_url: "https://contoso.test".into(),
-            max_token_lifetime: None,
-        };
+        let tenant = contoso();
         let admin = PrincipalId::parse("alice").unwrap();
         a.bootstrap(tenant, admin.clone()).await.unwrap();
         // Let the followers apply the bootstrap's own change rows first.
@@ -1053,12 +1057,7 @@ mod tests {
         let url = format!("sqlite://{}", dir.path().join("j.db").display());
         let clock = Arc::new(ManualClock::new(Utc::now()));
         let e = engine(&url, clock).await;
-        let tenant = Tenant {
-            id: TenantId::parse("contoso").unwrap(),
-            display_name: "Contoso".into(),
-            api_url: "https://contoso.test".into(),
-            max_token_lifetime: None,
-        };
+        let tenant = contoso();
         let g = e
             .bootstrap(tenant, PrincipalId::parse("alice").unwrap())
             .await
@@ -1090,12 +1089,7 @@ mod tests {
             ..CacheSettings::default()
         };
         let e = engine_with(&url, clock, settings).await;
-        let tenant = Tenant {
-            id: TenantId::parse("contoso").unwrap(),
-            display_name: "Contoso".into(),
-            api_url: "https://contoso.test".into(),
-            max_token_lifetime: None,
-        };
+        let tenant = contoso();
         let g = e
             .bootstrap(tenant, PrincipalId::parse("alice").unwrap())
             .await

@@ -17,8 +17,8 @@ use migration::Migrator;
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, ConnectOptions, ConnectionTrait,
-    DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr,
-    TransactionTrait,
+    DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, SqlErr, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
@@ -97,26 +97,31 @@ pub struct ChangeRow {
     pub what: Option<Changed>,
 }
 
-async fn append_change(db: &impl ConnectionTrait, what: &Changed, at: DateTime<Utc>) -> Result<()> {
-    let (kind, tenant, key) = match what {
-        Changed::Token(id) => ("token", "", id.as_str()),
-        Changed::Principal(t, p) => ("principal", t.as_str(), p.as_str()),
-    };
-    change::ActiveModel {
-        seq: sea_orm::ActiveValue::NotSet,
-        kind: Set(kind.to_owned()),
-        tenant_id: Set(tenant.to_owned()),
-        key: Set(key.to_owned()),
-        at: Set(at.timestamp_micros()),
+/// Ends a write: appends the change-log rows (`changes`, so that every replica's cache drops
+/// what they name) and the audit events of the write, then commits — all in the write's own
+/// transaction, so a change is never visible without its invalidation and its audit record.
+async fn commit_with(
+    txn: DatabaseTransaction,
+    changes: &[Changed],
+    at: DateTime<Utc>,
+    audit: &[AuditEvent],
+) -> Result<()> {
+    for what in changes {
+        let (kind, tenant, key) = match what {
+            Changed::Token(id) => ("token", "", id.as_str()),
+            Changed::Principal(t, p) => ("principal", t.as_str(), p.as_str()),
+        };
+        change::ActiveModel {
+            seq: sea_orm::ActiveValue::NotSet,
+            kind: Set(kind.to_owned()),
+            tenant_id: Set(tenant.to_owned()),
+            key: Set(key.to_owned()),
+            at: Set(at.timestamp_micros()),
+        }
+        .insert(&txn)
+        .await?;
     }
-    .insert(db)
-    .await?;
-    Ok(())
-}
-
-/// Appends audit events; called inside the transaction of the change they record.
-async fn append_audit(db: &impl ConnectionTrait, events: &[AuditEvent]) -> Result<()> {
-    for e in events {
+    for e in audit {
         audit_event::ActiveModel {
             seq: sea_orm::ActiveValue::NotSet,
             tenant_id: Set(e.tenant.as_str().to_owned()),
@@ -127,9 +132,10 @@ async fn append_audit(db: &impl ConnectionTrait, events: &[AuditEvent]) -> Resul
             outcome: Set(e.outcome.clone()),
             detail: Set(e.detail.clone()),
         }
-        .insert(db)
+        .insert(&txn)
         .await?;
     }
+    txn.commit().await?;
     Ok(())
 }
 
@@ -224,15 +230,16 @@ impl Store {
         .await?;
         principal_row(admin, now).insert(&txn).await?;
         token_row(first_token, secret_hash).insert(&txn).await?;
-        append_change(
-            &txn,
-            &Changed::Principal(admin.tenant.clone(), admin.id.clone()),
+        commit_with(
+            txn,
+            &[
+                Changed::Principal(admin.tenant.clone(), admin.id.clone()),
+                Changed::Token(first_token.id.clone()),
+            ],
             now,
+            audit,
         )
         .await?;
-        append_change(&txn, &Changed::Token(first_token.id.clone()), now).await?;
-        append_audit(&txn, audit).await?;
-        txn.commit().await?;
         Ok(())
     }
 
@@ -278,14 +285,13 @@ impl Store {
             )
             .exec(&txn)
             .await?;
-        append_change(
-            &txn,
-            &Changed::Principal(p.tenant.clone(), p.id.clone()),
+        commit_with(
+            txn,
+            &[Changed::Principal(p.tenant.clone(), p.id.clone())],
             now,
+            audit,
         )
         .await?;
-        append_audit(&txn, audit).await?;
-        txn.commit().await?;
         Ok(())
     }
 
@@ -332,9 +338,13 @@ impl Store {
         if res.rows_affected == 0 {
             return Ok(false);
         }
-        append_change(&txn, &Changed::Principal(tenant.clone(), id.clone()), now).await?;
-        append_audit(&txn, audit).await?;
-        txn.commit().await?;
+        commit_with(
+            txn,
+            &[Changed::Principal(tenant.clone(), id.clone())],
+            now,
+            audit,
+        )
+        .await?;
         Ok(true)
     }
 
@@ -348,9 +358,7 @@ impl Store {
     ) -> Result<()> {
         let txn = self.db.begin().await?;
         token_row(t, secret_hash).insert(&txn).await?;
-        append_change(&txn, &Changed::Token(t.id.clone()), t.created_at).await?;
-        append_audit(&txn, audit).await?;
-        txn.commit().await?;
+        commit_with(txn, &[Changed::Token(t.id.clone())], t.created_at, audit).await?;
         Ok(())
     }
 
@@ -377,10 +385,13 @@ impl Store {
             return Ok(false);
         }
         token_row(new, secret_hash).insert(&txn).await?;
-        append_change(&txn, &Changed::Token(old.clone()), new.created_at).await?;
-        append_change(&txn, &Changed::Token(new.id.clone()), new.created_at).await?;
-        append_audit(&txn, audit).await?;
-        txn.commit().await?;
+        commit_with(
+            txn,
+            &[Changed::Token(old.clone()), Changed::Token(new.id.clone())],
+            new.created_at,
+            audit,
+        )
+        .await?;
         Ok(true)
     }
 
@@ -415,9 +426,13 @@ impl Store {
         if res.rows_affected == 0 {
             return Ok(false);
         }
-        append_change(&txn, &Changed::Principal(tenant.clone(), id.clone()), now).await?;
-        append_audit(&txn, audit).await?;
-        txn.commit().await?;
+        commit_with(
+            txn,
+            &[Changed::Principal(tenant.clone(), id.clone())],
+            now,
+            audit,
+        )
+        .await?;
         Ok(true)
     }
 
@@ -452,7 +467,6 @@ impl Store {
                 .exec(&txn)
                 .await?;
             if res.rows_affected == 1 {
-                append_change(&txn, &Changed::Principal(tenant.clone(), id.clone()), now).await?;
                 let event = AuditEvent::new(
                     &tenant,
                     end,
@@ -461,8 +475,8 @@ impl Store {
                     id.as_str(),
                     "",
                 );
-                append_audit(&txn, &[event]).await?;
-                txn.commit().await?;
+                let changed = [Changed::Principal(tenant.clone(), id.clone())];
+                commit_with(txn, &changed, now, &[event]).await?;
                 recorded += 1;
             }
         }
@@ -491,9 +505,7 @@ impl Store {
         if res.rows_affected == 0 {
             return Ok(false);
         }
-        let _ = now;
-        append_audit(&txn, audit).await?;
-        txn.commit().await?;
+        commit_with(txn, &[], now, audit).await?;
         Ok(true)
     }
 
@@ -623,9 +635,7 @@ impl Store {
         if res.rows_affected == 0 {
             return Ok(false);
         }
-        append_change(&txn, &Changed::Token(id.clone()), at).await?;
-        append_audit(&txn, audit).await?;
-        txn.commit().await?;
+        commit_with(txn, &[Changed::Token(id.clone())], at, audit).await?;
         Ok(true)
     }
 
