@@ -1,20 +1,18 @@
-//! Wires everything — store, hasher, engine, gRPC services, health, reflection, TLS — and
-//! serves on a bound listener until a shutdown future resolves. Tests start the server
-//! through the same functions as `jeton serve`, on port 0.
+//! Wires everything — store, hasher, validate path, use cases, gRPC services, TLS,
+//! background tasks — and serves on a bound listener until a shutdown future resolves. Tests
+//! start the server through the same functions as `jeton serve`, on port 0.
 
-use crate::cache::{self, CacheSettings, ValidationCache};
-use crate::config::{BootstrapSettings, DatabaseUrl, Settings};
-use crate::domain::{Clock, PrincipalId, Tenant, TenantId};
-use crate::engine::{Engine, Error};
+use crate::config::{BootstrapConfig, DbConfig, ServeConfig, TlsFiles};
+use crate::domain::{ApiUrl, Clock, DisplayName, Tenant};
 use crate::hashing::{HashError, Hasher};
-use crate::service::proto::directory_service_server::DirectoryServiceServer;
-use crate::service::proto::token_service_server::TokenServiceServer;
-use crate::service::{DirectoryApi, TokenApi, proto};
-use crate::store::{DbOptions, Store, StoreError};
-use chrono::TimeDelta;
+use crate::last_use::{self, LastUse};
+use crate::store::{Store, StoreError};
+use crate::usecase::{self, UseCases};
+use crate::validation::Validator;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::{Certificate, Identity, ServerTlsConfig};
@@ -22,11 +20,13 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
     #[error("database: {0}")]
-    Store(#[from] StoreError),
+    Store(#[source] Cause),
     #[error("argon2: {0}")]
-    Hash(#[from] HashError),
+    Hash(#[source] Cause),
     #[error("{0}")]
-    Engine(#[from] Error),
+    UseCase(#[source] Cause),
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
     #[error("cannot read {path}: {source}")]
     Read {
         path: String,
@@ -37,63 +37,87 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("invalid {what}: {message}")]
-    Invalid { what: &'static str, message: String },
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
 }
 
+/// The error underneath, with its own sources.
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        AppError::Store(e.into())
+    }
+}
+
+impl From<HashError> for AppError {
+    fn from(e: HashError) -> Self {
+        AppError::Hash(e.into())
+    }
+}
+
+impl From<usecase::Error> for AppError {
+    fn from(e: usecase::Error) -> Self {
+        AppError::UseCase(e.into())
+    }
+}
+
 /// Connects to the database and brings its schema up to date.
-pub async fn open_store(url: &DatabaseUrl, options: &DbOptions) -> Result<Store, AppError> {
-    let store = Store::connect(url.expose(), options).await?;
+pub(crate) async fn open_store(db: &DbConfig) -> Result<Store, AppError> {
+    let store = Store::connect(db.url.expose(), &db.options()).await?;
     store.migrate().await?;
     Ok(store)
 }
 
+/// `jeton migrate`: brings the schema up to date.
+pub async fn migrate(db: &DbConfig) -> Result<(), AppError> {
+    open_store(db).await.map(drop)
+}
+
 /// How long a stopping server waits for open connections to finish.
-const DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A server ready to run: database open and migrated, listener bound.
 pub struct Server {
     listener: TcpListener,
-    engine: Engine,
+    cases: UseCases,
+    validator: Validator,
+    last_use: Arc<LastUse>,
     tls: Option<ServerTlsConfig>,
-    settings: Settings,
+    config: ServeConfig,
 }
 
 impl Server {
-    /// Opens the database, migrates it and binds `settings.listen`.
-    pub async fn build(settings: Settings, clock: Arc<dyn Clock>) -> Result<Self, AppError> {
-        let store = open_store(&settings.database_url, &settings.db).await?;
-        let hasher = Hasher::new(&settings.hashing, settings.pepper.clone())?;
-        let window =
-            TimeDelta::from_std(settings.activity_window).map_err(|e| AppError::Invalid {
-                what: "activity window",
-                message: e.to_string(),
+    /// Opens the database, migrates it and binds `config.listen`.
+    pub async fn build(config: ServeConfig, clock: Arc<dyn Clock>) -> Result<Self, AppError> {
+        let store = open_store(&config.db).await?;
+        let hasher = Hasher::new(&config.hashing(), config.hash.pepper()?)?;
+        let validator = Validator::new(store.clone(), hasher.clone(), &config.cache());
+        let last_use = Arc::new(LastUse::new(store.clone()));
+        let cases = UseCases::new(
+            store,
+            hasher,
+            clock,
+            validator.clone(),
+            last_use.clone(),
+            config.policy(),
+        );
+        let tls = config.tls().as_ref().map(tls_config).transpose()?;
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| AppError::Bind {
+                addr: config.listen,
+                source,
             })?;
-        let cache = Arc::new(ValidationCache::new(&settings.cache));
-        let max_activation =
-            TimeDelta::from_std(settings.max_activation).map_err(|e| AppError::Invalid {
-                what: "maximum activation",
-                message: e.to_string(),
-            })?;
-        let engine =
-            Engine::new(store, hasher, clock, window, cache).with_max_activation(max_activation);
-        let tls = settings.tls.as_ref().map(tls_config).transpose()?;
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| AppError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
         Ok(Self {
             listener,
-            engine,
+            cases,
+            validator,
+            last_use,
             tls,
-            settings,
+            config,
         })
     }
 
@@ -101,48 +125,32 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight calls and flushes pending
-    /// last-use times.
+    /// Serves until `shutdown` resolves, then drains in-flight calls, stops the background
+    /// tasks and flushes pending last-use times.
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let Self {
             listener,
-            engine,
+            cases,
+            validator,
+            last_use,
             tls,
-            settings,
+            config,
         } = self;
         let addr = listener.local_addr().map_err(|source| AppError::Bind {
-            addr: settings.listen,
+            addr: config.listen,
             source,
         })?;
-
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<TokenServiceServer<TokenApi>>().await;
-        health
-            .set_serving::<DirectoryServiceServer<DirectoryApi>>()
-            .await;
-        // grpcurl 1.8 speaks only v1alpha reflection; newer clients use v1: serve both.
-        let reflection = || {
-            tonic_reflection::server::Builder::configure()
-                .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-                .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        };
-
-        let flusher = tokio::spawn(flush_every(
-            engine.clone(),
-            settings.last_use_flush_interval,
-        ));
-        let sweeper = tokio::spawn(sweep_every(
-            engine.clone(),
-            settings.activation_sweep_interval,
-        ));
-        let follower = tokio::spawn(cache::follow(
-            engine.store().clone(),
-            engine.cache().clone(),
-            settings.cache.poll_interval,
-        ));
+        let (routes, _health) = crate::grpc::services(&cases).await?;
+        let tasks = [
+            validator.follow_changes(),
+            cases
+                .directory
+                .start_sweeping(config.activation_sweep_interval),
+            last_use::start_flushing(last_use, config.last_use_flush_interval),
+        ];
 
         let mut builder = tonic::transport::Server::builder();
         if let Some(tls) = tls {
@@ -150,9 +158,9 @@ impl Server {
         }
         tracing::info!(
             %addr,
-            database = %settings.database_url.redacted(),
-            tls = settings.tls.is_some(),
-            trusted_frontends = settings.tls.as_ref().is_some_and(|t| t.client_ca.is_some()),
+            database = %config.db.url.redacted(),
+            tls = config.tls_cert.is_some(),
+            trusted_frontends = config.client_ca.is_some(),
             "jeton listening"
         );
         // Stop accepting at the signal, let in-flight calls finish, but do not wait forever
@@ -169,21 +177,13 @@ impl Server {
                 std::future::pending::<()>().await;
             }
         };
-        let serve = builder
-            .add_service(health_service)
-            .add_service(reflection().build_v1()?)
-            .add_service(reflection().build_v1alpha()?)
-            .add_service(TokenServiceServer::new(TokenApi::new(engine.clone())))
-            .add_service(DirectoryServiceServer::new(DirectoryApi::new(
-                engine.clone(),
-            )))
-            .serve_with_incoming_shutdown(
-                // Small responses must not wait for Nagle's algorithm and delayed ACKs (40 ms).
-                TcpIncoming::from(listener)
-                    .with_nodelay(Some(true))
-                    .with_keepalive(Some(std::time::Duration::from_secs(60))),
-                shutdown,
-            );
+        let serve = builder.add_routes(routes).serve_with_incoming_shutdown(
+            // Small responses must not wait for Nagle's algorithm and delayed ACKs (40 ms).
+            TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60))),
+            shutdown,
+        );
         let served = tokio::select! {
             r = serve => r,
             () = drain_deadline => {
@@ -191,37 +191,11 @@ impl Server {
                 Ok(())
             }
         };
-        flusher.abort();
-        follower.abort();
-        sweeper.abort();
-        match engine.last_use().flush().await {
-            Ok(n) => tracing::info!(written = n, "last-use times flushed; stopped"),
-            Err(e) => tracing::error!(error = %e, "could not flush last-use times at shutdown"),
+        // The flusher goes last: its stop writes the uses of the calls that just drained.
+        for task in tasks {
+            task.stop().await;
         }
         Ok(served?)
-    }
-}
-
-async fn flush_every(engine: Engine, every: std::time::Duration) {
-    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = engine.last_use().flush().await {
-            tracing::warn!(error = %e, "last-use flush failed; will retry");
-        }
-    }
-}
-
-/// Records activations that ended by time in the audit trail.
-async fn sweep_every(engine: Engine, every: std::time::Duration) {
-    let mut tick = tokio::time::interval(every.max(std::time::Duration::from_millis(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if let Err(e) = engine.expire_activations().await {
-            tracing::warn!(error = %e, "recording ended activations failed; will retry");
-        }
     }
 }
 
@@ -232,7 +206,7 @@ fn read(path: &std::path::Path) -> Result<Vec<u8>, AppError> {
     })
 }
 
-fn tls_config(files: &crate::config::TlsFiles) -> Result<ServerTlsConfig, AppError> {
+fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, AppError> {
     let mut tls =
         ServerTlsConfig::new().identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
     if let Some(ca) = &files.client_ca {
@@ -245,31 +219,25 @@ fn tls_config(files: &crate::config::TlsFiles) -> Result<ServerTlsConfig, AppErr
 
 /// `jeton bootstrap`: creates a tenant and its first admin; returns the admin's token string.
 pub async fn bootstrap(
-    settings: &BootstrapSettings,
+    config: &BootstrapConfig,
     clock: Arc<dyn Clock>,
 ) -> Result<String, AppError> {
-    let invalid = |what, e: crate::domain::NameError| AppError::Invalid {
-        what,
-        message: e.to_string(),
-    };
-    let tenant = TenantId::parse(&settings.tenant).map_err(|e| invalid("--tenant", e))?;
-    let admin = PrincipalId::parse(&settings.admin).map_err(|e| invalid("--admin", e))?;
-    let store = open_store(&settings.database_url, &settings.db).await?;
-    let hasher = Hasher::new(&settings.hashing, settings.pepper.clone())?;
-    let cache = Arc::new(ValidationCache::new(&CacheSettings::default()));
-    let engine = Engine::new(store, hasher, clock, TimeDelta::days(7), cache);
+    let store = open_store(&config.db).await?;
+    let hashing = config.hash.settings(None, Duration::from_secs(60));
+    let hasher = Hasher::new(&hashing, config.hash.pepper()?)?;
     let tenant = Tenant {
-        display_name: settings
+        display_name: config
             .tenant_name
             .clone()
-            .unwrap_or_else(|| tenant.to_string()),
-        api_url: settings
+            .unwrap_or_else(|| DisplayName::from(&config.tenant)),
+        api_url: config
             .api_url
             .clone()
-            .unwrap_or_else(|| format!("https://{tenant}.api.jeton.example")),
+            .unwrap_or_else(|| ApiUrl::default_for(&config.tenant)),
         max_token_lifetime: None,
-        id: tenant,
+        id: config.tenant.clone(),
     };
-    let generated = engine.bootstrap(tenant, admin).await?;
+    let generated =
+        usecase::bootstrap(&store, &hasher, clock.now(), tenant, config.admin.clone()).await?;
     Ok(generated.string.expose().to_owned())
 }

@@ -1,30 +1,33 @@
 //! Runs a parsed command line: the whole of `jeton`'s `main`.
 
 use crate::app::{self, Server};
-use crate::config::{self, Cli, Command, FileConfig};
+use crate::config::{Cli, Command};
 use crate::domain::SystemClock;
+use std::ffi::OsString;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-pub async fn run(cli: Cli) -> ExitCode {
-    let file = match FileConfig::load(cli.config.as_deref()) {
-        Ok(f) => f,
+/// Parses `argv` (with the environment and the `--config` file) and runs the command.
+pub async fn main(argv: Vec<OsString>) -> ExitCode {
+    let cli = match crate::config::parse_command_line(argv) {
+        Ok(cli) => cli,
+        Err(crate::config::ConfigError::Args(e)) => e.exit(),
         Err(e) => {
             eprintln!("jeton: {e}");
             return ExitCode::from(2);
         }
     };
-    crate::telemetry::init(cli.log.as_deref().or(file.log()));
+    run(cli).await
+}
+
+pub async fn run(cli: Cli) -> ExitCode {
+    crate::telemetry::init(&cli.log);
     let result = match cli.command {
-        Command::Serve(args) => serve(&args, &file).await,
-        Command::Bootstrap(args) => bootstrap(&args, &file).await,
-        Command::Migrate(args) => {
-            let (url, opts) = config::database(&args, &file);
-            app::open_store(&url, &opts).await.map(|_| {
-                tracing::info!(database = %url.redacted(), "schema up to date");
-            })
-        }
-        .map_err(|e| e.to_string()),
+        Command::Serve(config) => serve(*config).await,
+        Command::Bootstrap(config) => bootstrap(&config).await,
+        Command::Migrate(db) => app::migrate(&db).await.map(|()| {
+            tracing::info!(database = %db.url.redacted(), "schema up to date");
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -35,23 +38,17 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-async fn serve(args: &config::ServeArgs, file: &FileConfig) -> Result<(), String> {
-    let settings = config::serve_settings(args, file).map_err(|e| e.to_string())?;
+async fn serve(config: crate::config::ServeConfig) -> Result<(), app::AppError> {
     let stop = shutdown_signal();
-    let server = Server::build(settings, Arc::new(SystemClock))
-        .await
-        .map_err(|e| e.to_string())?;
-    server.run(stop).await.map_err(|e| e.to_string())
+    let server = Server::build(config, Arc::new(SystemClock)).await?;
+    server.run(stop).await
 }
 
-async fn bootstrap(args: &config::BootstrapArgs, file: &FileConfig) -> Result<(), String> {
-    let settings = config::bootstrap_settings(args, file).map_err(|e| e.to_string())?;
-    let token = app::bootstrap(&settings, Arc::new(SystemClock))
-        .await
-        .map_err(|e| e.to_string())?;
+async fn bootstrap(config: &crate::config::BootstrapConfig) -> Result<(), app::AppError> {
+    let token = app::bootstrap(config, Arc::new(SystemClock)).await?;
     // The one place a token is printed: stdout, once, for the operator to store.
     println!("{token}");
-    tracing::info!(tenant = %settings.tenant, admin = %settings.admin, "tenant created; its first admin token was printed on stdout");
+    tracing::info!(tenant = %config.tenant, admin = %config.admin, "tenant created; its first admin token was printed on stdout");
     Ok(())
 }
 

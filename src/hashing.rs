@@ -13,32 +13,20 @@ use tokio::sync::Semaphore;
 
 /// Argon2id cost and the bound on concurrent computations.
 #[derive(Debug, Clone)]
-pub struct HashSettings {
-    pub memory_kib: u32,
-    pub iterations: u32,
-    pub parallelism: u32,
-    pub max_concurrent: usize,
-    pub queue_timeout: Duration,
-}
-
-impl Default for HashSettings {
-    fn default() -> Self {
-        Self {
-            memory_kib: 19 * 1024,
-            iterations: 2,
-            parallelism: 1,
-            max_concurrent: std::thread::available_parallelism().map_or(2, |n| n.get()),
-            queue_timeout: Duration::from_secs(2),
-        }
-    }
+pub(crate) struct HashSettings {
+    pub(crate) memory_kib: u32,
+    pub(crate) iterations: u32,
+    pub(crate) parallelism: u32,
+    pub(crate) max_concurrent: usize,
+    pub(crate) queue_timeout: Duration,
 }
 
 /// The server-side secret mixed into every hash (Argon2's `secret` input). Never printed.
 #[derive(Clone, Default)]
-pub struct Pepper(Arc<Vec<u8>>);
+pub(crate) struct Pepper(Arc<Vec<u8>>);
 
 impl Pepper {
-    pub fn new(bytes: Vec<u8>) -> Self {
+    pub(crate) fn new(bytes: Vec<u8>) -> Self {
         Self(Arc::new(bytes))
     }
 }
@@ -54,7 +42,7 @@ impl std::fmt::Debug for Pepper {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum HashError {
+pub(crate) enum HashError {
     #[error("too many secret verifications in progress")]
     Busy,
     #[error("invalid Argon2 settings: {0}")]
@@ -64,7 +52,7 @@ pub enum HashError {
 }
 
 #[derive(Debug, Clone)]
-pub struct Hasher {
+pub(crate) struct Hasher {
     params: Params,
     pepper: Pepper,
     permits: Arc<Semaphore>,
@@ -77,7 +65,7 @@ pub struct Hasher {
 }
 
 impl Hasher {
-    pub fn new(settings: &HashSettings, pepper: Pepper) -> Result<Self, HashError> {
+    pub(crate) fn new(settings: &HashSettings, pepper: Pepper) -> Result<Self, HashError> {
         let params = Params::new(
             settings.memory_kib,
             settings.iterations,
@@ -101,14 +89,18 @@ impl Hasher {
     }
 
     /// Hashes a secret into a PHC string (with a fresh random salt).
-    pub async fn hash(&self, secret: Vec<u8>) -> Result<String, HashError> {
+    pub(crate) async fn hash(&self, secret: Vec<u8>) -> Result<String, HashError> {
         let (params, pepper) = (self.params.clone(), self.pepper.clone());
         self.run(move || hash_now(&params, &pepper, &secret)).await
     }
 
     /// Whether `secret` matches `phc`; with `None`, spends the same work on a dummy hash and
     /// answers false. The comparison inside is constant-time.
-    pub async fn verify(&self, secret: Vec<u8>, phc: Option<String>) -> Result<bool, HashError> {
+    pub(crate) async fn verify(
+        &self,
+        secret: Vec<u8>,
+        phc: Option<String>,
+    ) -> Result<bool, HashError> {
         let pepper = self.pepper.clone();
         self.verifications
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -120,7 +112,8 @@ impl Hasher {
             .await
     }
 
-    pub fn verifications(&self) -> u64 {
+    #[cfg(test)]
+    pub(crate) fn verifications(&self) -> u64 {
         self.verifications
             .load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -214,7 +207,9 @@ mod tests {
         HashSettings {
             memory_kib: 256,
             iterations: 1,
-            ..HashSettings::default()
+            parallelism: 1,
+            max_concurrent: 2,
+            queue_timeout: Duration::from_secs(2),
         }
     }
 

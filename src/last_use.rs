@@ -10,14 +10,16 @@
 //! window is days long, and grouping uses by minute lets one statement write the last use of
 //! hundreds of tokens. `Validate` still answers with the exact time of the call.
 
+use crate::background::Task;
 use crate::domain::TokenId;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 #[derive(Debug)]
-pub struct LastUse {
+pub(crate) struct LastUse {
     store: Store,
     pending: Mutex<HashMap<TokenId, DateTime<Utc>>>,
     /// Serialises flushes so that a batch taken out of `pending` is written before the next.
@@ -25,7 +27,7 @@ pub struct LastUse {
 }
 
 impl LastUse {
-    pub fn new(store: Store) -> Self {
+    pub(crate) fn new(store: Store) -> Self {
         Self {
             store,
             pending: Mutex::new(HashMap::new()),
@@ -34,7 +36,7 @@ impl LastUse {
     }
 
     /// Notes that `id` was used at `at`, to the minute; keeps the newest.
-    pub fn record(&self, id: &TokenId, at: DateTime<Utc>) {
+    pub(crate) fn record(&self, id: &TokenId, at: DateTime<Utc>) {
         let at = to_minute(at);
         let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
         match pending.get_mut(id) {
@@ -48,7 +50,7 @@ impl LastUse {
 
     /// Writes every pending time. On failure the batch is put back (keeping newer times that
     /// arrived meanwhile) for the next attempt.
-    pub async fn flush(&self) -> Result<u64, StoreError> {
+    pub(crate) async fn flush(&self) -> Result<u64, StoreError> {
         let _turn = self.flushing.lock().await;
         let batch: Vec<_> = {
             let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
@@ -68,6 +70,30 @@ impl LastUse {
             }
         }
     }
+}
+
+/// Starts writing pending times every `every` until the returned task is stopped; the
+/// stop writes them one last time (after in-flight calls have drained).
+pub(crate) fn start_flushing(last_use: Arc<LastUse>, every: Duration) -> Task {
+    Task::spawn("last-use flusher", move |mut stop| async move {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                biased;
+                _ = &mut stop => break,
+                _ = tick.tick() => {
+                    if let Err(e) = last_use.flush().await {
+                        tracing::warn!(error = %e, "last-use flush failed; will retry");
+                    }
+                }
+            }
+        }
+        match last_use.flush().await {
+            Ok(n) => tracing::info!(written = n, "last-use times flushed; stopped"),
+            Err(e) => tracing::error!(error = %e, "could not flush last-use times at shutdown"),
+        }
+    })
 }
 
 /// `t` truncated to the minute.

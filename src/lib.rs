@@ -1,34 +1,32 @@
 //! jeton: a gRPC service that issues, lists, revokes and validates API tokens for a
-//! multi-tenant security product. See DESIGN.md for the contract and ARCHITECTURE.md for the
-//! map of this crate.
+//! multi-tenant security product. The contract is `docs/contract.md`; the map of this crate
+//! is `ARCHITECTURE.md`.
 //!
 //! # Layout
 //!
-//! - [`app`] wires the store, hasher, engine and gRPC services and serves on a bound
-//!   listener until a shutdown future resolves.
-//! - [`config`] the command line and typed settings (defaults < TOML < env < flags).
+//! - [`cli`] runs a parsed command line; `main.rs` only hands over to it.
+//! - [`config`] every setting declared once: flag, `JETON_*` variable, TOML key, default.
+//! - [`app`] wires the store, the validate path, the use cases and the gRPC services, and
+//!   serves on a bound listener until a shutdown future resolves.
 //! - [`telemetry`] the tracing subscriber.
-//! - [`domain`] the rules: token format, scopes, roles, status, visibility. No I/O.
-//! - `engine` the use cases (generate, list, revoke, validate, directory) over the domain,
-//!   the store, the hasher and the last-use buffer.
-//! - `store` the only code that names SeaORM: entities, migrations, intent-named queries.
-//! - [`service`] the only code that names protobuf types and `tonic::Status`.
-//! - `auth` who is calling: bearer token or trusted frontend.
+//! - [`domain`] the rules: token format, names, scopes, roles, status, visibility. No I/O.
+//! - `usecase` the use cases by what they serve: tokens, access, directory, tenant.
+//! - `validation` the validate path: cache, single flight, stale refresh, change-log follower.
+//! - `store` the only code that names SeaORM: one `impl Store` block per aggregate.
+//! - [`grpc`] the only code that names protobuf types and `tonic::Status`.
 //! - `hashing` Argon2id on the blocking pool, bounded.
 //! - `last_use` write-behind of last-use times.
-//! - [`cli`] runs a parsed command line.
+//! - `background` tasks that stop with the server.
 
 pub mod app;
-mod auth;
-#[doc(hidden)]
-pub mod bench_support;
-mod cache;
+mod background;
 pub mod cli;
 pub mod config;
 pub mod domain;
-mod engine;
+pub mod grpc;
 mod hashing;
 mod last_use;
-pub mod service;
 mod store;
 pub mod telemetry;
+mod usecase;
+mod validation;

@@ -1,8 +1,6 @@
-//! `jeton`: parse the command line and hand over to the library.
-
-use clap::Parser;
+//! `jeton`: hand the command line over to the library.
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    jeton::cli::run(jeton::config::Cli::parse()).await
+    jeton::cli::main(std::env::args_os().collect()).await
 }

@@ -3,13 +3,10 @@
 
 use tracing_subscriber::EnvFilter;
 
-/// Default filter: sqlx logs every statement at INFO, which is noise.
-pub const DEFAULT_FILTER: &str = "info,sqlx=warn";
-
-/// Installs a formatter on stderr with `filter` (EnvFilter syntax). Idempotent.
-pub fn init(filter: Option<&str>) {
-    let filter = EnvFilter::try_new(filter.unwrap_or(DEFAULT_FILTER))
-        .unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
+/// Installs a formatter on stderr with `filter` (EnvFilter syntax, checked when the setting
+/// was read). Idempotent.
+pub fn init(filter: &str) {
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

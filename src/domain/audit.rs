@@ -35,26 +35,6 @@ impl AuditAction {
         AuditAction::TenantCreated,
         AuditAction::TenantChanged,
     ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AuditAction::TokenGenerated => "token_generated",
-            AuditAction::TokenRotated => "token_rotated",
-            AuditAction::TokenRevoked => "token_revoked",
-            AuditAction::PrincipalCreated => "principal_created",
-            AuditAction::PrincipalChanged => "principal_changed",
-            AuditAction::PrincipalDeleted => "principal_deleted",
-            AuditAction::RoleActivated => "role_activated",
-            AuditAction::RoleDeactivated => "role_deactivated",
-            AuditAction::ActivationExpired => "activation_expired",
-            AuditAction::TenantCreated => "tenant_created",
-            AuditAction::TenantChanged => "tenant_changed",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|a| a.as_str() == s)
-    }
 }
 
 /// One event. `seq` is 0 until stored.

@@ -1,8 +1,9 @@
-//! Identifiers and names that callers send, parsed once at the edge.
+//! Identifiers and free text that callers send, parsed once at the edge. Once one of these
+//! values exists it is valid; the edge names the field when parsing fails.
 
 use std::fmt;
 
-/// Why a name or id was refused; the service layer adds the field name.
+/// Why a name, id or text was refused; the edge adds the field name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     #[error("must not be empty")]
@@ -17,18 +18,57 @@ pub enum NameError {
     NotASlug,
     #[error("must be 22 base62 characters")]
     NotATokenId,
+    #[error("must be an http:// or https:// URL of at most 2048 characters, without spaces")]
+    NotAnHttpUrl,
 }
 
-/// A tenant id: a slug `[a-z0-9][a-z0-9-]{1,62}`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct TenantId(String);
+/// The rule every free text shares: not blank, at most `max` characters, printable.
+fn text(s: &str, max: usize) -> Result<(), NameError> {
+    if s.trim().is_empty() {
+        Err(NameError::Empty)
+    } else if s.chars().count() > max {
+        Err(NameError::TooLong(max))
+    } else if s.chars().any(char::is_control) {
+        Err(NameError::Control)
+    } else {
+        Ok(())
+    }
+}
+
+/// Declares a newtype over `String` with `as_str`, `Display` and a constructor for values
+/// read back from jeton's own memory (which were parsed when they came in).
+macro_rules! text_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(String);
+
+        impl $name {
+            /// A value that was parsed when it entered jeton (read back from its own memory).
+            #[allow(dead_code, reason = "only the types kept in the validation cache need it")]
+            pub(crate) fn from_parsed(s: &str) -> Self {
+                Self(s.to_owned())
+            }
+
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+text_type!(
+    /// A tenant id: a slug `[a-z0-9][a-z0-9-]{1,62}`.
+    TenantId
+);
 
 impl TenantId {
-    /// A value that was parsed before (read back from jeton's own memory).
-    pub(crate) fn trusted(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let b = s.as_bytes();
         let ok_char = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-';
@@ -43,36 +83,16 @@ impl TenantId {
             Err(NameError::NotASlug)
         }
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-/// Checks the rules shared by free-text names: not empty, bounded, printable.
-fn text(s: &str, max: usize) -> Result<(), NameError> {
-    if s.trim().is_empty() {
-        Err(NameError::Empty)
-    } else if s.chars().count() > max {
-        Err(NameError::TooLong(max))
-    } else if s.chars().any(char::is_control) {
-        Err(NameError::Control)
-    } else {
-        Ok(())
-    }
-}
-
-/// A principal id inside a tenant, such as `alice@contoso.com`: 1 to 256 characters, no
-/// control characters, no `/` (the trusted-frontend header separates tenant and id with it).
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PrincipalId(String);
+text_type!(
+    /// A principal id inside a tenant, such as `alice@contoso.com`: 1 to 256 characters, no
+    /// control characters, no `/` (the trusted-frontend header separates tenant and id with
+    /// it).
+    PrincipalId
+);
 
 impl PrincipalId {
-    /// A value that was parsed before (read back from jeton's own memory).
-    pub(crate) fn trusted(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-
     pub const MAX: usize = 256;
 
     pub fn parse(s: &str) -> Result<Self, NameError> {
@@ -82,51 +102,41 @@ impl PrincipalId {
         }
         Ok(Self(s.to_owned()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-/// The name a token is recognised by: 1 to 200 characters, no control characters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenName(String);
+text_type!(
+    /// The name a token is recognised by: 1 to 200 characters, no control characters.
+    TokenName
+);
 
 impl TokenName {
-    /// A value that was parsed before (read back from jeton's own memory).
-    pub(crate) fn trusted(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-
     pub const MAX: usize = 200;
 
     pub fn parse(s: &str) -> Result<Self, NameError> {
         text(s, Self::MAX)?;
         Ok(Self(s.to_owned()))
     }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
 }
 
-/// Whom a token belongs to: the owning principal of an `API` token, or the collector or
-/// agent name of a `LOG_COLLECTOR`/`SIEM` token. Same rules as a principal id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Subject(String);
+text_type!(
+    /// Whom a token belongs to: the owning principal of an `API` token, or the collector or
+    /// agent name of a `LOG_COLLECTOR`/`SIEM` token. Same rules as a principal id.
+    Subject
+);
 
 impl Subject {
-    /// A value that was parsed before (read back from jeton's own memory).
-    pub(crate) fn trusted(s: &str) -> Self {
-        Self(s.to_owned())
-    }
-
     pub fn parse(s: &str) -> Result<Self, NameError> {
         PrincipalId::parse(s).map(Self::from)
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.0
+    /// Whether this subject names `p` (an API token's owner).
+    pub fn is(&self, p: &PrincipalId) -> bool {
+        self.0 == p.0
+    }
+
+    /// The principal this subject names (subjects follow the rules of principal ids).
+    pub fn to_principal(&self) -> PrincipalId {
+        PrincipalId(self.0.clone())
     }
 }
 
@@ -136,15 +146,87 @@ impl From<PrincipalId> for Subject {
     }
 }
 
-impl fmt::Display for TenantId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+text_type!(
+    /// The name shown for a principal or a tenant: 1 to 256 characters, no control
+    /// characters.
+    DisplayName
+);
+
+impl DisplayName {
+    pub const MAX: usize = 256;
+
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        text(s, Self::MAX)?;
+        Ok(Self(s.to_owned()))
     }
 }
 
-impl fmt::Display for PrincipalId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+impl From<&PrincipalId> for DisplayName {
+    fn from(p: &PrincipalId) -> Self {
+        Self(p.0.clone())
+    }
+}
+
+impl From<&TenantId> for DisplayName {
+    fn from(t: &TenantId) -> Self {
+        Self(t.0.clone())
+    }
+}
+
+text_type!(
+    /// Why an eligible role is activated: 1 to 1000 characters (surrounding blanks dropped),
+    /// no control characters. Stored and written to the audit trail.
+    Justification
+);
+
+impl Justification {
+    pub const MAX: usize = 1000;
+
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let s = s.trim();
+        text(s, Self::MAX)?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
+text_type!(
+    /// A tenant's API endpoint, handed back with every token: an `http://` or `https://`
+    /// URL of at most 2048 characters without control characters or spaces.
+    ApiUrl
+);
+
+impl ApiUrl {
+    pub const MAX: usize = 2048;
+
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let ok = (s.starts_with("https://") || s.starts_with("http://"))
+            && s.len() <= Self::MAX
+            && !s.chars().any(|c| c.is_control() || c.is_whitespace());
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(NameError::NotAnHttpUrl)
+        }
+    }
+
+    /// The default endpoint of a tenant that was created without one.
+    pub fn default_for(tenant: &TenantId) -> Self {
+        Self(format!("https://{tenant}.api.jeton.example"))
+    }
+}
+
+text_type!(
+    /// What an audit event is about, as a filter: a token id, a principal id or a tenant id
+    /// (at most 256 characters, no control characters).
+    AuditTarget
+);
+
+impl AuditTarget {
+    pub const MAX: usize = 256;
+
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        text(s, Self::MAX)?;
+        Ok(Self(s.to_owned()))
     }
 }
 
@@ -180,5 +262,27 @@ mod tests {
         assert!(PrincipalId::parse("alice@contoso.com").is_ok());
         assert_eq!(PrincipalId::parse("a/b"), Err(NameError::Slash));
         assert_eq!(PrincipalId::parse("a\0"), Err(NameError::Control));
+    }
+
+    #[test]
+    fn free_text() {
+        assert_eq!(
+            Justification::parse("  incident 42 ").unwrap().as_str(),
+            "incident 42"
+        );
+        assert_eq!(Justification::parse("   "), Err(NameError::Empty));
+        assert_eq!(
+            Justification::parse(&"j".repeat(1001)),
+            Err(NameError::TooLong(1000))
+        );
+        assert_eq!(
+            DisplayName::parse(&"d".repeat(257)),
+            Err(NameError::TooLong(256))
+        );
+        assert_eq!(AuditTarget::parse("a\tb"), Err(NameError::Control));
+        assert!(ApiUrl::parse("https://contoso.example/api").is_ok());
+        for bad in ["ftp://x", "https://a b", "contoso.example", ""] {
+            assert_eq!(ApiUrl::parse(bad), Err(NameError::NotAnHttpUrl), "{bad}");
+        }
     }
 }

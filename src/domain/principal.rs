@@ -1,15 +1,15 @@
 //! Tenants, principals, roles and the scopes a role grants at a given moment.
 
-use super::{PrincipalId, Scope, ScopeSet, TenantId};
+use super::{ApiUrl, DisplayName, PrincipalId, Scope, ScopeSet, TenantId};
 use chrono::{DateTime, Utc};
 
 /// One customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant {
     pub id: TenantId,
-    pub display_name: String,
+    pub display_name: DisplayName,
     /// Tenant-specific endpoint handed back with every generated token.
-    pub api_url: String,
+    pub api_url: ApiUrl,
     /// Longest lifetime of a new token, if the tenant sets one.
     pub max_token_lifetime: Option<chrono::TimeDelta>,
 }
@@ -60,7 +60,7 @@ pub enum Assignment {
 pub struct Principal {
     pub tenant: TenantId,
     pub id: PrincipalId,
-    pub display_name: String,
+    pub display_name: DisplayName,
     pub role: Role,
     pub assignment: Assignment,
     /// End of the current activation of an eligible role; `None` when not activated.
@@ -98,7 +98,7 @@ mod tests {
         Principal {
             tenant: TenantId::parse("contoso").unwrap(),
             id: PrincipalId::parse("alice").unwrap(),
-            display_name: "Alice".into(),
+            display_name: DisplayName::parse("Alice").unwrap(),
             role: Role::Operator,
             assignment,
             activation_end: end,

@@ -203,7 +203,7 @@ mod tests {
         Principal {
             tenant: TenantId::parse("contoso").unwrap(),
             id: PrincipalId::parse("alice").unwrap(),
-            display_name: "Alice".into(),
+            display_name: crate::domain::DisplayName::parse("Alice").unwrap(),
             role,
             assignment: Assignment::Active,
             activation_end: None,

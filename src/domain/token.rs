@@ -56,8 +56,8 @@ impl Namespace {
 pub struct TokenId(String);
 
 impl TokenId {
-    /// A value that was parsed before (read back from jeton's own memory).
-    pub(crate) fn trusted(s: &str) -> Self {
+    /// A value that was parsed when it entered jeton (read back from its own memory).
+    pub(crate) fn from_parsed(s: &str) -> Self {
         Self(s.to_owned())
     }
 
@@ -197,6 +197,13 @@ impl Token {
     pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|end| now >= end)
     }
+}
+
+/// A token as shown to a caller: its metadata and its status at the time of the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenView {
+    pub token: Token,
+    pub status: TokenStatus,
 }
 
 /// A token just generated: its metadata and the string shown once.

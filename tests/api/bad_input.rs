@@ -2,7 +2,7 @@
 //! serving.
 
 use crate::helpers::*;
-use jeton::service::proto::{self, Namespace, Reason, Role};
+use jeton::grpc::proto::{self, Namespace, Reason, Role};
 use tonic::Code;
 
 #[tokio::test]

@@ -1,7 +1,7 @@
 //! Who may call: bearer tokens and trusted frontends over mTLS.
 
 use crate::helpers::*;
-use jeton::service::proto::{self, Namespace, Role, token_service_client::TokenServiceClient};
+use jeton::grpc::proto::{self, Namespace, Role, token_service_client::TokenServiceClient};
 use tonic::Code;
 
 async fn list_with(

@@ -1,7 +1,7 @@
 //! DirectoryService: admin-only management of principals.
 
 use crate::helpers::*;
-use jeton::service::proto::{self, Assignment, Role};
+use jeton::grpc::proto::{self, Assignment, Role};
 use tonic::Code;
 
 #[tokio::test]

@@ -2,12 +2,13 @@
 
 use chrono::{TimeZone, Utc};
 use jeton::app::{self, Server};
-use jeton::config::{BootstrapSettings, DatabaseUrl, Settings, TlsFiles};
+use jeton::config::{BootstrapConfig, ServeConfig};
 use jeton::domain::ManualClock;
-use jeton::service::proto::{
+use jeton::grpc::proto::{
     self, directory_service_client::DirectoryServiceClient,
     token_service_client::TokenServiceClient,
 };
+use jeton_testkit::postgres::PgDatabase;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
@@ -119,18 +120,18 @@ pub struct TestApp {
     pub db_url: String,
     pub transport: Transport,
     dir: TempDir,
-    /// The PostgreSQL database this test created (and drops).
-    pg_database: Option<String>,
+    /// The PostgreSQL database this test created; dropped with the test.
+    _pg_database: Option<PgDatabase>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
 }
 
-pub fn test_settings(db_url: &str) -> Settings {
-    let mut s = Settings::new(db_url);
+pub fn test_settings(db_url: &str) -> ServeConfig {
+    let mut s = ServeConfig::with_database(db_url).unwrap();
     s.listen = "127.0.0.1:0".parse().unwrap();
     // Cheap Argon2: the tests are about behaviour, the benchmarks about cost.
-    s.hashing.memory_kib = 256;
-    s.hashing.iterations = 1;
+    s.hash.memory_kib = 256;
+    s.hash.iterations = 1;
     // Only List and shutdown flush, so tests see exactly when last-use times are written.
     s.last_use_flush_interval = std::time::Duration::from_secs(3600);
     s
@@ -141,16 +142,18 @@ impl TestApp {
         Self::spawn_with(Transport::Tls, |_| {}).await
     }
 
-    pub async fn spawn_with(transport: Transport, tweak: impl FnOnce(&mut Settings)) -> Self {
+    pub async fn spawn_with(transport: Transport, tweak: impl FnOnce(&mut ServeConfig)) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (db_url, pg_database) = match Engine::from_env() {
-            Engine::Sqlite => (
+        let (db_url, pg_database) = match DbEngine::from_env() {
+            DbEngine::Sqlite => (
                 format!("sqlite://{}", dir.path().join("jeton.db").display()),
                 None,
             ),
-            Engine::Postgres => {
-                let (url, name) = create_pg_database().await;
-                (url, Some(name))
+            DbEngine::Postgres => {
+                let db = PgDatabase::create("jeton_test")
+                    .await
+                    .expect("PostgreSQL reachable");
+                (db.url().to_owned(), Some(db))
             }
         };
         let clock = Arc::new(ManualClock::new(
@@ -163,7 +166,7 @@ impl TestApp {
             db_url,
             transport,
             dir,
-            pg_database,
+            _pg_database: pg_database,
             stop: None,
             server: None,
         };
@@ -172,7 +175,7 @@ impl TestApp {
         app
     }
 
-    async fn start(&mut self, tweak: impl FnOnce(&mut Settings)) {
+    async fn start(&mut self, tweak: impl FnOnce(&mut ServeConfig)) {
         let mut settings = test_settings(&self.db_url);
         if self.transport == Transport::Tls {
             let pki = pki();
@@ -181,11 +184,9 @@ impl TestApp {
                 std::fs::write(&p, text).unwrap();
                 p
             };
-            settings.tls = Some(TlsFiles {
-                cert: write("server.pem", &pki.server_cert),
-                key: write("server.key", &pki.server_key),
-                client_ca: Some(write("ca.pem", &pki.ca)),
-            });
+            settings.tls_cert = Some(write("server.pem", &pki.server_cert));
+            settings.tls_key = Some(write("server.key", &pki.server_key));
+            settings.client_ca = Some(write("ca.pem", &pki.ca));
         }
         tweak(&mut settings);
         let server = Server::build(settings, self.clock.clone()).await.unwrap();
@@ -212,7 +213,7 @@ impl TestApp {
             db_url: self.db_url.clone(),
             transport: self.transport,
             dir: tempfile::tempdir().unwrap(),
-            pg_database: None,
+            _pg_database: None,
             stop: None,
             server: None,
         };
@@ -238,18 +239,11 @@ impl TestApp {
 
     /// Creates another tenant (as `jeton bootstrap` does) and returns its admin's token.
     pub async fn bootstrap_tenant(&self, tenant: &str, admin: &str) -> String {
-        let s = test_settings(&self.db_url);
-        let settings = BootstrapSettings {
-            database_url: DatabaseUrl::new(self.db_url.clone()),
-            db: s.db,
-            hashing: s.hashing,
-            pepper: s.pepper,
-            tenant: tenant.into(),
-            tenant_name: None,
-            admin: admin.into(),
-            api_url: Some(format!("https://{tenant}.api.test")),
-        };
-        app::bootstrap(&settings, self.clock.clone()).await.unwrap()
+        let mut config = BootstrapConfig::new(&self.db_url, tenant, admin).unwrap();
+        config.hash = test_settings(&self.db_url).hash;
+        config.api_url =
+            Some(jeton::domain::ApiUrl::parse(&format!("https://{tenant}.api.test")).unwrap());
+        app::bootstrap(&config, self.clock.clone()).await.unwrap()
     }
 
     fn endpoint(&self) -> Endpoint {
@@ -380,18 +374,6 @@ impl Drop for TestApp {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
-        if let Some(name) = self.pg_database.take() {
-            // Drop runs inside the test's runtime: use a thread with its own.
-            std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .unwrap();
-                rt.block_on(drop_pg_database(&name));
-            })
-            .join()
-            .unwrap();
-        }
     }
 }
 
@@ -399,62 +381,19 @@ impl Drop for TestApp {
 /// `postgres` (database server from `JETON_TEST_POSTGRES_URL`, default
 /// `postgres://postgres@127.0.0.1:5432/postgres`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Engine {
+pub enum DbEngine {
     Sqlite,
     Postgres,
 }
 
-impl Engine {
+impl DbEngine {
     pub fn from_env() -> Self {
         match std::env::var("JETON_TEST_ENGINE").as_deref() {
-            Ok("postgres") => Engine::Postgres,
-            Ok("sqlite") | Err(_) => Engine::Sqlite,
+            Ok("postgres") => DbEngine::Postgres,
+            Ok("sqlite") | Err(_) => DbEngine::Sqlite,
             Ok(other) => panic!("JETON_TEST_ENGINE={other}: expected sqlite or postgres"),
         }
     }
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("JETON_TEST_POSTGRES_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
-}
-
-/// Creates a fresh database; returns its URL and name.
-pub async fn create_pg_database() -> (String, String) {
-    use sea_orm::ConnectionTrait;
-    let name = format!("jeton_test_{:016x}", rand_u64());
-    let admin = pg_admin_url();
-    let db = sea_orm::Database::connect(admin.as_str())
-        .await
-        .expect("PostgreSQL reachable");
-    db.execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .unwrap();
-    db.close().await.unwrap();
-    let base = admin.rsplit_once('/').map(|(b, _)| b).unwrap();
-    (format!("{base}/{name}"), name)
-}
-
-pub async fn drop_pg_database(name: &str) {
-    use sea_orm::ConnectionTrait;
-    if let Ok(db) = sea_orm::Database::connect(pg_admin_url().as_str()).await {
-        let _ = db
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await;
-        let _ = db.close().await;
-    }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.finish()
 }
 
 pub fn generate_req(name: &str, scopes: &[&str]) -> proto::GenerateRequest {

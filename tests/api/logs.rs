@@ -1,95 +1,27 @@
 //! The real `jeton` binary, logging at `trace`: no secret ever appears in its output.
 
 use crate::helpers::*;
-use jeton::service::proto::{self, Namespace, token_service_client::TokenServiceClient};
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use jeton::grpc::proto::{self, Namespace, token_service_client::TokenServiceClient};
+use jeton_testkit::served::Served;
+use std::process::Command;
 
 pub const JETON: &str = env!("CARGO_BIN_EXE_jeton");
 
-/// `jeton serve` on port 0 with its output captured; the bound address is read from the
-/// "jeton listening" log line.
-pub struct Served {
-    pub child: Child,
-    pub addr: String,
-    pub log: Arc<Mutex<String>>,
-    reader: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Served {
-    pub fn start(db_url: &str, log_filter: &str) -> Self {
-        let child = Command::new(JETON)
-            .args([
-                "serve",
-                "--listen",
-                "127.0.0.1:0",
-                "--argon2-memory-kib",
-                "256",
-                "--argon2-iterations",
-                "1",
-            ])
-            .env("JETON_DATABASE_URL", db_url)
-            .env("JETON_LOG", log_filter)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start jeton serve");
-        Self::adopt(child)
-    }
-
-    /// Takes over a started `jeton serve` whose stderr is piped.
-    pub fn adopt(mut child: Child) -> Self {
-        let log = Arc::new(Mutex::new(String::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        let sink = log.clone();
-        let reader = std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                if line.contains("jeton listening") {
-                    let addr = line
-                        .split("addr=")
-                        .nth(1)
-                        .and_then(|s| s.split_whitespace().next());
-                    let _ = tx.send(addr.unwrap_or_default().to_owned());
-                }
-                sink.lock().unwrap().push_str(&line);
-                sink.lock().unwrap().push('\n');
-            }
-        });
-        let addr = rx
-            .recv_timeout(std::time::Duration::from_secs(60))
-            .unwrap_or_else(|_| panic!("server did not start:\n{}", log.lock().unwrap()));
-        Self {
-            child,
-            addr,
-            log,
-            reader: Some(reader),
-        }
-    }
-
-    /// Sends SIGTERM, waits, and returns the exit status and everything it printed.
-    pub fn terminate(mut self) -> (std::process::ExitStatus, String) {
-        let pid = self.child.id().to_string();
-        assert!(
-            Command::new("kill")
-                .args(["-TERM", &pid])
-                .status()
-                .unwrap()
-                .success()
-        );
-        let status = self.child.wait().unwrap();
-        if let Some(r) = self.reader.take() {
-            r.join().unwrap();
-        }
-        let mut stdout = String::new();
-        if let Some(mut out) = self.child.stdout.take() {
-            out.read_to_string(&mut stdout).unwrap();
-        }
-        let log = self.log.lock().unwrap().clone();
-        (status, format!("{log}{stdout}"))
-    }
+/// `jeton serve` on port 0 with cheap Argon2, on `db_url`, logging at `log_filter`.
+pub fn serve(db_url: &str, log_filter: &str) -> Served {
+    let mut cmd = Command::new(JETON);
+    cmd.args([
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--argon2-memory-kib",
+        "256",
+        "--argon2-iterations",
+        "1",
+    ])
+    .env("JETON_DATABASE_URL", db_url)
+    .env("JETON_LOG", log_filter);
+    Served::start(cmd)
 }
 
 pub fn bootstrap(db_url: &str, tenant: &str, admin: &str, log_filter: &str) -> (String, String) {
@@ -116,9 +48,9 @@ async fn no_secret_in_logs_at_trace() {
     let db = format!("sqlite://{}", dir.path().join("j.db").display());
     let (admin, boot_log) = bootstrap(&db, TENANT, ADMIN, "trace");
     assert!(admin.starts_with("jta_"));
-    let server = Served::start(&db, "trace");
+    let server = serve(&db, "trace");
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr))
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr()))
         .unwrap()
         .connect()
         .await

@@ -1,7 +1,8 @@
 //! What an operator does: grpcurl with reflection, the health service, the command line.
 
 use crate::helpers::*;
-use crate::logs::{JETON, Served, bootstrap};
+use crate::logs::{JETON, bootstrap};
+use jeton_testkit::served::Served;
 use std::process::Command;
 
 fn grpcurl(args: &[&str]) -> String {

@@ -3,7 +3,7 @@
 
 use crate::helpers::*;
 use chrono::TimeDelta;
-use jeton::service::proto::{self, Assignment, AuditAction, Namespace, Reason, Role};
+use jeton::grpc::proto::{self, Assignment, AuditAction, Namespace, Reason, Role};
 use std::time::{Duration, Instant};
 use tonic::Code;
 

@@ -3,11 +3,11 @@
 
 use crate::helpers::*;
 use chrono::TimeDelta;
-use jeton::service::proto::{self, Assignment, Namespace, Reason, Role};
+use jeton::grpc::proto::{self, Assignment, Namespace, Reason, Role};
 use std::time::{Duration, Instant};
 use tonic::Code;
 
-/// DESIGN.md: every change reaches every replica's cache within one second.
+/// docs/contract.md: every change reaches every replica's cache within one second.
 const DEADLINE: Duration = Duration::from_secs(1);
 
 /// Polls `check` until it holds; returns how long that took, failing past the deadline.
@@ -197,18 +197,18 @@ async fn last_use(app: &TestApp) -> Option<prost_types::Timestamp> {
 
 #[tokio::test]
 async fn an_unreachable_database_is_unavailable_promptly_and_recovery_is_automatic() {
-    if Engine::from_env() != Engine::Postgres {
+    if DbEngine::from_env() != DbEngine::Postgres {
         // The database must be cut off from the outside: a TCP proxy in front of PostgreSQL.
         // SQLite is a file inside the process and cannot become unreachable this way.
         return;
     }
     let proxy = Proxy::start().await;
     let app = TestApp::spawn_with(Transport::Tls, |s| {
-        let url = s
-            .database_url
-            .expose()
-            .replace(":5432/", &format!(":{}/", proxy.port));
-        s.database_url = jeton::config::DatabaseUrl::new(url);
+        let url =
+            s.db.url
+                .expose()
+                .replace(":5432/", &format!(":{}/", proxy.port));
+        s.db.url = test_settings(&url).db.url;
         s.db.connect_timeout = Duration::from_millis(500);
     })
     .await;

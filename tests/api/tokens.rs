@@ -1,8 +1,8 @@
-//! The rules of DESIGN.md, each through the real API.
+//! The rules of docs/contract.md, each through the real API.
 
 use crate::helpers::*;
 use chrono::TimeDelta;
-use jeton::service::proto::{self, Assignment, Namespace, Reason, Role, TokenStatus};
+use jeton::grpc::proto::{self, Assignment, Namespace, Reason, Role, TokenStatus};
 use tonic::Code;
 
 fn list_req(ns: Namespace, status: TokenStatus, owner: &str) -> proto::ListRequest {

@@ -8,17 +8,17 @@
 //!   principal with its stored role. On any other connection the header is ignored, and a
 //!   warning is logged.
 
-use crate::domain::{Actor, PrincipalId, TenantId};
-use crate::engine::{Engine, Error};
+use crate::domain::{Actor, PrincipalId, TenantId, TokenString};
+use crate::usecase::{Access, Error};
 use tonic::Request;
 
-pub const PRINCIPAL_HEADER: &str = "x-jeton-principal";
+const PRINCIPAL_HEADER: &str = "x-jeton-principal";
 
-pub async fn caller<T>(engine: &Engine, req: &Request<T>) -> Result<Actor, Error> {
+pub(super) async fn caller<T>(access: &Access, req: &Request<T>) -> Result<Actor, Error> {
     let meta = req.metadata();
     if let Some(on_behalf) = meta.get(PRINCIPAL_HEADER) {
-        let trusted = req.peer_certs().is_some_and(|certs| !certs.is_empty());
-        if trusted {
+        let from_frontend = req.peer_certs().is_some_and(|certs| !certs.is_empty());
+        if from_frontend {
             let value = on_behalf
                 .to_str()
                 .map_err(|_| Error::Unauthenticated("malformed x-jeton-principal"))?;
@@ -29,7 +29,7 @@ pub async fn caller<T>(engine: &Engine, req: &Request<T>) -> Result<Actor, Error
                 .map_err(|_| Error::Unauthenticated("malformed tenant in x-jeton-principal"))?;
             let principal = PrincipalId::parse(principal)
                 .map_err(|_| Error::Unauthenticated("malformed principal in x-jeton-principal"))?;
-            return engine.act_for(&tenant, &principal).await;
+            return access.act_for(&tenant, &principal).await;
         }
         tracing::warn!(
             remote = ?req.remote_addr(),
@@ -51,5 +51,7 @@ pub async fn caller<T>(engine: &Engine, req: &Request<T>) -> Result<Actor, Error
             "authorization scheme must be Bearer or Token",
         ));
     }
-    engine.authenticate(token.trim()).await
+    let token =
+        TokenString::parse(token.trim()).ok_or(Error::Unauthenticated("invalid bearer token"))?;
+    access.authenticate(&token).await
 }

@@ -1,0 +1,3 @@
+//! jeton-bench: being moved here from the product crate.
+
+fn main() {}

@@ -1,0 +1,357 @@
+//! Requests into use-case inputs: every field parsed into its domain type once, every
+//! refusal an `INVALID_ARGUMENT` naming the field. Listings are parsed in the context of the
+//! caller, to whom their page tokens are bound.
+
+use super::page::{Pager, not_ours, page_size};
+use super::proto;
+use crate::domain::{
+    Actor, ApiUrl, Assignment, AuditTarget, DisplayName, Justification, MAX_GRACE, NameError,
+    Namespace, PrincipalId, Role, ScopeSet, Subject, TenantId, TokenId, TokenName, TokenStatus,
+    TokenString,
+};
+use crate::usecase::{
+    ActivateInput, AuditQuery, Error, GenerateInput, ListInput, PrincipalInput, PrincipalQuery,
+    Rotation, TenantUpdate, ValidateInput,
+};
+use chrono::{DateTime, TimeDelta, Utc};
+use prost_types::{Duration, Timestamp};
+
+type Result<T> = std::result::Result<T, Error>;
+
+/// Longest token string Validate looks at; anything longer is malformed without parsing.
+const MAX_TOKEN_FIELD: usize = 4096;
+
+fn field<T>(field: &'static str, r: std::result::Result<T, NameError>) -> Result<T> {
+    r.map_err(|e| Error::invalid(field, e))
+}
+
+/// An optional text field: empty means `None`.
+fn optional<T>(
+    name: &'static str,
+    s: &str,
+    parse: impl FnOnce(&str) -> std::result::Result<T, NameError>,
+) -> Result<Option<T>> {
+    if s.is_empty() {
+        Ok(None)
+    } else {
+        field(name, parse(s)).map(Some)
+    }
+}
+
+pub(super) fn token_id(name: &'static str, s: &str) -> Result<TokenId> {
+    field(name, TokenId::parse(s))
+}
+
+pub(super) fn principal_id(name: &'static str, s: &str) -> Result<PrincipalId> {
+    field(name, PrincipalId::parse(s))
+}
+
+/// A namespace where "unset" must stay distinguishable.
+fn namespace_opt(name: &'static str, v: i32) -> Result<Option<Namespace>> {
+    match proto::Namespace::try_from(v) {
+        Ok(proto::Namespace::Unspecified) => Ok(None),
+        Ok(proto::Namespace::Api) => Ok(Some(Namespace::Api)),
+        Ok(proto::Namespace::LogCollector) => Ok(Some(Namespace::LogCollector)),
+        Ok(proto::Namespace::Siem) => Ok(Some(Namespace::Siem)),
+        Err(_) => Err(Error::invalid(name, format!("unknown namespace value {v}"))),
+    }
+}
+
+/// A namespace; unset means `API`.
+fn namespace(name: &'static str, v: i32) -> Result<Namespace> {
+    Ok(namespace_opt(name, v)?.unwrap_or(Namespace::Api))
+}
+
+/// A status filter; unset means no filter.
+fn status_filter(v: i32) -> Result<Option<TokenStatus>> {
+    match proto::TokenStatus::try_from(v) {
+        Ok(proto::TokenStatus::Unspecified) => Ok(None),
+        Ok(proto::TokenStatus::Generated) => Ok(Some(TokenStatus::Generated)),
+        Ok(proto::TokenStatus::Active) => Ok(Some(TokenStatus::Active)),
+        Ok(proto::TokenStatus::Inactive) => Ok(Some(TokenStatus::Inactive)),
+        Err(_) => Err(Error::invalid(
+            "status",
+            format!("unknown status value {v}"),
+        )),
+    }
+}
+
+fn role(name: &'static str, v: i32) -> Result<Role> {
+    match proto::Role::try_from(v) {
+        Ok(proto::Role::Admin) => Ok(Role::Admin),
+        Ok(proto::Role::Operator) => Ok(Role::Operator),
+        Ok(proto::Role::Reader) => Ok(Role::Reader),
+        Ok(proto::Role::Unspecified) => Err(Error::invalid(name, "a role is required")),
+        Err(_) => Err(Error::invalid(name, format!("unknown role value {v}"))),
+    }
+}
+
+/// An assignment; unset means `ACTIVE`.
+fn assignment(name: &'static str, v: i32) -> Result<Assignment> {
+    match proto::Assignment::try_from(v) {
+        Ok(proto::Assignment::Unspecified | proto::Assignment::Active) => Ok(Assignment::Active),
+        Ok(proto::Assignment::Eligible) => Ok(Assignment::Eligible),
+        Err(_) => Err(Error::invalid(
+            name,
+            format!("unknown assignment value {v}"),
+        )),
+    }
+}
+
+fn scopes(name: &'static str, names: &[String]) -> Result<ScopeSet> {
+    ScopeSet::parse(names.iter().map(String::as_str)).map_err(|e| Error::invalid(name, e))
+}
+
+/// A timestamp, checked for range and truncated to microseconds.
+fn time(name: &'static str, t: &Timestamp) -> Result<DateTime<Utc>> {
+    if !(0..1_000_000_000).contains(&t.nanos) {
+        return Err(Error::invalid(name, "nanos must be in 0..1e9"));
+    }
+    // Up to the end of year 9999, as google.protobuf.Timestamp documents.
+    if !(0..=253_402_300_799).contains(&t.seconds) {
+        return Err(Error::invalid(name, "must be between 1970 and 9999"));
+    }
+    DateTime::from_timestamp(t.seconds, (t.nanos / 1000) as u32 * 1000)
+        .ok_or_else(|| Error::invalid(name, "out of range"))
+}
+
+/// A duration, checked for range and sign (microsecond precision).
+fn duration(name: &'static str, d: &Duration) -> Result<TimeDelta> {
+    // google.protobuf.Duration: ±10000 years, nanos of the same sign as seconds.
+    if d.seconds.abs() > 315_576_000_000
+        || d.nanos.abs() >= 1_000_000_000
+        || (d.seconds > 0 && d.nanos < 0)
+        || (d.seconds < 0 && d.nanos > 0)
+    {
+        return Err(Error::invalid(name, "not a valid duration"));
+    }
+    Ok(TimeDelta::seconds(d.seconds) + TimeDelta::microseconds(i64::from(d.nanos / 1000)))
+}
+
+impl TryFrom<proto::GenerateRequest> for GenerateInput {
+    type Error = Error;
+
+    fn try_from(r: proto::GenerateRequest) -> Result<Self> {
+        let rotate = match r.rotate_id.as_str() {
+            "" if r.grace_period.is_some() => {
+                return Err(Error::invalid("grace_period", "only with rotate_id"));
+            }
+            "" => None,
+            id => {
+                let grace = match &r.grace_period {
+                    Some(d) => duration("grace_period", d)?,
+                    None => TimeDelta::zero(),
+                };
+                if grace < TimeDelta::zero() || grace > MAX_GRACE {
+                    return Err(Error::invalid(
+                        "grace_period",
+                        "must be between 0 and 7 days",
+                    ));
+                }
+                Some(Rotation {
+                    old: token_id("rotate_id", id)?,
+                    grace,
+                })
+            }
+        };
+        Ok(GenerateInput {
+            name: optional("name", &r.name, TokenName::parse)?,
+            namespace: namespace_opt("namespace", r.namespace)?,
+            rotate,
+            scopes: scopes("scopes", &r.scopes)?,
+            subject: optional("subject", &r.subject, Subject::parse)?,
+            expires_at: r
+                .expire_time
+                .as_ref()
+                .map(|t| time("expire_time", t))
+                .transpose()?,
+        })
+    }
+}
+
+/// A listing request, parsed: its input and the pager of its page tokens.
+#[derive(Debug)]
+pub(super) struct Listing<I> {
+    pub input: I,
+    pub pager: Pager,
+}
+
+impl TryFrom<(proto::ListRequest, &Actor)> for Listing<ListInput> {
+    type Error = Error;
+
+    fn try_from((r, actor): (proto::ListRequest, &Actor)) -> Result<Self> {
+        let pager = Pager::new(format!(
+            "{}|{}|{}|{}",
+            r.namespace, r.status, r.owner, actor.principal
+        ));
+        let after = pager
+            .decode(&r.page_token)?
+            .map(|c| {
+                let t = DateTime::from_timestamp_micros(c.created_micros);
+                let id = TokenId::parse(&c.key).ok();
+                t.zip(id).ok_or_else(not_ours)
+            })
+            .transpose()?;
+        let input = ListInput {
+            namespace: namespace("namespace", r.namespace)?,
+            status: status_filter(r.status)?,
+            owner: optional("owner", &r.owner, Subject::parse)?,
+            limit: page_size(r.page_size)?,
+            after,
+            expire_within: match &r.expire_within {
+                None => None,
+                Some(d) => {
+                    let d = duration("expire_within", d)?;
+                    if d <= TimeDelta::zero() {
+                        return Err(Error::invalid("expire_within", "must be positive"));
+                    }
+                    Some(d)
+                }
+            },
+        };
+        Ok(Listing { input, pager })
+    }
+}
+
+impl TryFrom<proto::ValidateRequest> for ValidateInput {
+    type Error = Error;
+
+    fn try_from(r: proto::ValidateRequest) -> Result<Self> {
+        Ok(ValidateInput {
+            namespace: namespace("namespace", r.namespace)?,
+            required: scopes("required_scopes", &r.required_scopes)?,
+            token: if r.token.len() > MAX_TOKEN_FIELD {
+                None
+            } else {
+                TokenString::parse(&r.token)
+            },
+        })
+    }
+}
+
+impl TryFrom<proto::PutPrincipalRequest> for PrincipalInput {
+    type Error = Error;
+
+    fn try_from(r: proto::PutPrincipalRequest) -> Result<Self> {
+        let p = r
+            .principal
+            .ok_or_else(|| Error::invalid("principal", "is required"))?;
+        Ok(PrincipalInput {
+            tenant: optional("principal.tenant", &p.tenant, TenantId::parse)?,
+            id: principal_id("principal.id", &p.id)?,
+            display_name: optional(
+                "principal.display_name",
+                &p.display_name,
+                DisplayName::parse,
+            )?,
+            role: role("principal.role", p.role)?,
+            assignment: assignment("principal.assignment", p.assignment)?,
+        })
+    }
+}
+
+impl TryFrom<(proto::ListPrincipalsRequest, &Actor)> for Listing<PrincipalQuery> {
+    type Error = Error;
+
+    fn try_from((r, actor): (proto::ListPrincipalsRequest, &Actor)) -> Result<Self> {
+        let pager = Pager::new(format!("principals|{}", actor.tenant));
+        let limit = page_size(r.page_size)?;
+        let after = pager
+            .decode(&r.page_token)?
+            .map(|c| PrincipalId::parse(&c.key).map_err(|_| not_ours()))
+            .transpose()?;
+        Ok(Listing {
+            input: PrincipalQuery { after, limit },
+            pager,
+        })
+    }
+}
+
+impl TryFrom<proto::ActivateRoleRequest> for ActivateInput {
+    type Error = Error;
+
+    fn try_from(r: proto::ActivateRoleRequest) -> Result<Self> {
+        Ok(ActivateInput {
+            id: principal_id("id", &r.id)?,
+            duration: r
+                .duration
+                .as_ref()
+                .ok_or_else(|| Error::invalid("duration", "is required"))
+                .and_then(|d| duration("duration", d))?,
+            justification: field("justification", Justification::parse(&r.justification))?,
+        })
+    }
+}
+
+/// The fields an empty `update_mask` stands for.
+const TENANT_FIELDS: [&str; 3] = ["display_name", "api_url", "max_token_lifetime"];
+
+impl TryFrom<proto::UpdateTenantRequest> for TenantUpdate {
+    type Error = Error;
+
+    fn try_from(r: proto::UpdateTenantRequest) -> Result<Self> {
+        let t = r
+            .tenant
+            .ok_or_else(|| Error::invalid("tenant", "is required"))?;
+        let paths: Vec<String> = match r.update_mask {
+            Some(m) if !m.paths.is_empty() => m.paths,
+            _ => TENANT_FIELDS.map(String::from).to_vec(),
+        };
+        let mut update = TenantUpdate::default();
+        for path in paths {
+            match path.as_str() {
+                "display_name" => {
+                    update.display_name = Some(field(
+                        "tenant.display_name",
+                        DisplayName::parse(&t.display_name),
+                    )?);
+                }
+                "api_url" => {
+                    update.api_url = Some(field("tenant.api_url", ApiUrl::parse(&t.api_url))?);
+                }
+                "max_token_lifetime" => {
+                    let max = match &t.max_token_lifetime {
+                        None => None,
+                        Some(d) => {
+                            let d = duration("tenant.max_token_lifetime", d)?;
+                            if d < TimeDelta::zero() {
+                                return Err(Error::invalid(
+                                    "tenant.max_token_lifetime",
+                                    "must not be negative",
+                                ));
+                            }
+                            (d > TimeDelta::zero()).then_some(d)
+                        }
+                    };
+                    update.max_token_lifetime = Some(max);
+                }
+                other => {
+                    return Err(Error::invalid(
+                        "update_mask",
+                        format!("unknown or immutable field {other:?}"),
+                    ));
+                }
+            }
+        }
+        Ok(update)
+    }
+}
+
+impl TryFrom<(proto::ListAuditEventsRequest, &Actor)> for Listing<AuditQuery> {
+    type Error = Error;
+
+    fn try_from((r, actor): (proto::ListAuditEventsRequest, &Actor)) -> Result<Self> {
+        let pager = Pager::new(format!("audit|{}|{}", actor.tenant, r.target));
+        let limit = page_size(r.page_size)?;
+        let target = optional("target", &r.target, AuditTarget::parse)?;
+        let before = pager.decode(&r.page_token)?.map(|c| c.created_micros);
+        Ok(Listing {
+            input: AuditQuery {
+                target,
+                before,
+                limit,
+            },
+            pager,
+        })
+    }
+}

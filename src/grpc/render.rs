@@ -1,0 +1,220 @@
+//! Domain answers into responses.
+
+use super::page::{Cursor, Pager};
+use super::proto;
+use crate::domain::{
+    Assignment, AuditAction, AuditEvent, Namespace, Page, Principal, Reason, Role, ScopeSet,
+    Tenant, TokenStatus, TokenView,
+};
+use crate::usecase::{Generated, Validated};
+use chrono::{DateTime, TimeDelta, Utc};
+use prost_types::{Duration, Timestamp};
+
+fn timestamp(t: DateTime<Utc>) -> Timestamp {
+    Timestamp {
+        seconds: t.timestamp(),
+        nanos: t.timestamp_subsec_nanos() as i32,
+    }
+}
+
+fn duration(d: TimeDelta) -> Duration {
+    Duration {
+        seconds: d.num_seconds(),
+        nanos: d.subsec_nanos(),
+    }
+}
+
+fn scope_names(s: ScopeSet) -> Vec<String> {
+    s.names().into_iter().map(str::to_owned).collect()
+}
+
+impl From<Namespace> for proto::Namespace {
+    fn from(ns: Namespace) -> Self {
+        match ns {
+            Namespace::Api => proto::Namespace::Api,
+            Namespace::LogCollector => proto::Namespace::LogCollector,
+            Namespace::Siem => proto::Namespace::Siem,
+        }
+    }
+}
+
+impl From<TokenStatus> for proto::TokenStatus {
+    fn from(s: TokenStatus) -> Self {
+        match s {
+            TokenStatus::Generated => proto::TokenStatus::Generated,
+            TokenStatus::Active => proto::TokenStatus::Active,
+            TokenStatus::Inactive => proto::TokenStatus::Inactive,
+        }
+    }
+}
+
+impl From<Reason> for proto::Reason {
+    fn from(r: Reason) -> Self {
+        match r {
+            Reason::Malformed => proto::Reason::Malformed,
+            Reason::NotFound => proto::Reason::NotFound,
+            Reason::Revoked => proto::Reason::Revoked,
+            Reason::Expired => proto::Reason::Expired,
+            Reason::WrongNamespace => proto::Reason::WrongNamespace,
+            Reason::RoleInactive => proto::Reason::RoleInactive,
+            Reason::InsufficientScope => proto::Reason::InsufficientScope,
+        }
+    }
+}
+
+impl From<&TokenView> for proto::Token {
+    fn from(v: &TokenView) -> Self {
+        let t = &v.token;
+        proto::Token {
+            id: t.id.as_str().to_owned(),
+            tenant: t.tenant.as_str().to_owned(),
+            namespace: proto::Namespace::from(t.namespace) as i32,
+            name: t.name.as_str().to_owned(),
+            subject: t.subject.as_str().to_owned(),
+            creator: t.creator.as_str().to_owned(),
+            scopes: scope_names(t.scopes),
+            create_time: Some(timestamp(t.created_at)),
+            last_use_time: t.last_used_at.map(timestamp),
+            expire_time: t.expires_at.map(timestamp),
+            status: proto::TokenStatus::from(v.status) as i32,
+            replaces_id: t
+                .replaces
+                .as_ref()
+                .map_or_else(String::new, |r| r.as_str().to_owned()),
+        }
+    }
+}
+
+impl From<Generated> for proto::GenerateResponse {
+    fn from(g: Generated) -> Self {
+        proto::GenerateResponse {
+            token: Some((&g.token).into()),
+            secret: g.string.expose().to_owned(),
+            api_url: g.api_url,
+            expire_time_clamped: g.expiry_clamped,
+        }
+    }
+}
+
+impl From<Result<Validated, Reason>> for proto::ValidateResponse {
+    fn from(verdict: Result<Validated, Reason>) -> Self {
+        match verdict {
+            Ok(v) => proto::ValidateResponse {
+                valid: true,
+                reason: proto::Reason::Unspecified as i32,
+                token: Some((&v.token).into()),
+                effective_scopes: scope_names(v.effective),
+            },
+            Err(reason) => proto::ValidateResponse {
+                valid: false,
+                reason: proto::Reason::from(reason) as i32,
+                token: None,
+                effective_scopes: Vec::new(),
+            },
+        }
+    }
+}
+
+/// A page of tokens and the token of the next one.
+pub(super) fn token_page(page: Page<TokenView>, pager: &Pager) -> proto::ListResponse {
+    let last = page.items.last().map(|v| Cursor {
+        created_micros: v.token.created_at.timestamp_micros(),
+        key: v.token.id.as_str().to_owned(),
+    });
+    proto::ListResponse {
+        next_page_token: pager.next(page.more, last),
+        tokens: page.items.iter().map(Into::into).collect(),
+    }
+}
+
+/// A principal as shown: `activation_end` is set only while an activation runs (the use
+/// cases clear it otherwise).
+impl From<&Principal> for proto::Principal {
+    fn from(p: &Principal) -> Self {
+        proto::Principal {
+            tenant: p.tenant.as_str().to_owned(),
+            id: p.id.as_str().to_owned(),
+            display_name: p.display_name.as_str().to_owned(),
+            role: match p.role {
+                Role::Admin => proto::Role::Admin,
+                Role::Operator => proto::Role::Operator,
+                Role::Reader => proto::Role::Reader,
+            } as i32,
+            assignment: match p.assignment {
+                Assignment::Active => proto::Assignment::Active,
+                Assignment::Eligible => proto::Assignment::Eligible,
+            } as i32,
+            activation_end_time: p.activation_end.map(timestamp),
+        }
+    }
+}
+
+pub(super) fn principal_page(
+    page: Page<Principal>,
+    pager: &Pager,
+) -> proto::ListPrincipalsResponse {
+    let last = page.items.last().map(|p| Cursor {
+        created_micros: 0,
+        key: p.id.as_str().to_owned(),
+    });
+    proto::ListPrincipalsResponse {
+        next_page_token: pager.next(page.more, last),
+        principals: page.items.iter().map(Into::into).collect(),
+    }
+}
+
+impl From<&Tenant> for proto::Tenant {
+    fn from(t: &Tenant) -> Self {
+        proto::Tenant {
+            id: t.id.as_str().to_owned(),
+            display_name: t.display_name.as_str().to_owned(),
+            api_url: t.api_url.as_str().to_owned(),
+            max_token_lifetime: t.max_token_lifetime.map(duration),
+        }
+    }
+}
+
+impl From<AuditAction> for proto::AuditAction {
+    fn from(a: AuditAction) -> Self {
+        use AuditAction as A;
+        match a {
+            A::TokenGenerated => proto::AuditAction::TokenGenerated,
+            A::TokenRotated => proto::AuditAction::TokenRotated,
+            A::TokenRevoked => proto::AuditAction::TokenRevoked,
+            A::PrincipalCreated => proto::AuditAction::PrincipalCreated,
+            A::PrincipalChanged => proto::AuditAction::PrincipalChanged,
+            A::PrincipalDeleted => proto::AuditAction::PrincipalDeleted,
+            A::RoleActivated => proto::AuditAction::RoleActivated,
+            A::RoleDeactivated => proto::AuditAction::RoleDeactivated,
+            A::ActivationExpired => proto::AuditAction::ActivationExpired,
+            A::TenantCreated => proto::AuditAction::TenantCreated,
+            A::TenantChanged => proto::AuditAction::TenantChanged,
+        }
+    }
+}
+
+impl From<&AuditEvent> for proto::AuditEvent {
+    fn from(e: &AuditEvent) -> Self {
+        proto::AuditEvent {
+            id: e.seq.to_string(),
+            tenant: e.tenant.as_str().to_owned(),
+            event_time: Some(timestamp(e.at)),
+            actor: e.actor.clone(),
+            action: proto::AuditAction::from(e.action) as i32,
+            target: e.target.clone(),
+            outcome: e.outcome.clone(),
+            detail: e.detail.clone(),
+        }
+    }
+}
+
+pub(super) fn audit_page(page: Page<AuditEvent>, pager: &Pager) -> proto::ListAuditEventsResponse {
+    let last = page.items.last().map(|e| Cursor {
+        created_micros: e.seq,
+        key: String::new(),
+    });
+    proto::ListAuditEventsResponse {
+        next_page_token: pager.next(page.more, last),
+        events: page.items.iter().map(Into::into).collect(),
+    }
+}

@@ -1,0 +1,43 @@
+//! What the gRPC port serves: jeton's two services, the standard health service and server
+//! reflection (v1, and v1alpha for grpcurl 1.8).
+
+use super::directory::DirectoryApi;
+use super::proto::{
+    self, directory_service_server::DirectoryServiceServer,
+    token_service_server::TokenServiceServer,
+};
+use super::tokens::TokenApi;
+use crate::usecase::UseCases;
+use tonic::service::Routes;
+use tonic_health::server::HealthReporter;
+
+/// The services of one server, ready to be served, and the reporter of their health.
+pub(crate) async fn services(
+    cases: &UseCases,
+) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<TokenServiceServer<TokenApi>>().await;
+    health
+        .set_serving::<DirectoryServiceServer<DirectoryApi>>()
+        .await;
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let tokens = TokenApi {
+        tokens: cases.tokens.clone(),
+        access: cases.access.clone(),
+    };
+    let directory = DirectoryApi {
+        directory: cases.directory.clone(),
+        tenants: cases.tenants.clone(),
+        access: cases.access.clone(),
+    };
+    let routes = Routes::new(health_service)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
+        .add_service(TokenServiceServer::new(tokens))
+        .add_service(DirectoryServiceServer::new(directory));
+    Ok((routes, health))
+}

@@ -1,0 +1,41 @@
+//! The one mapping from use-case errors to gRPC status codes. Internal causes are logged
+//! with their chain; the caller gets a plain message.
+
+use crate::usecase::Error;
+use tonic::Status;
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::InvalidArgument { field, message } => {
+                Status::invalid_argument(format!("{field}: {message}"))
+            }
+            Error::Unauthenticated(m) => Status::unauthenticated(m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::NotFound(m) => Status::not_found(m),
+            Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::FailedPrecondition(m) => Status::failed_precondition(m),
+            Error::Busy => Status::resource_exhausted(e.to_string()),
+            Error::Unavailable(ref cause) => {
+                tracing::warn!(error = %chain(cause), "database unavailable");
+                Status::unavailable("database unavailable; retry later")
+            }
+            Error::Internal(ref cause) => {
+                tracing::error!(error = %chain(cause.as_ref()), "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+/// An error and its sources, `: `-separated.
+pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}

@@ -1,0 +1,228 @@
+//! Tokens: issue, rotation, revocation, the validation lookup, listings and last-use times.
+
+use super::codec::{Code, micros, opt_time, parsed, time};
+use super::entity::token;
+use super::{Changed, Result, Store, Written, fetch_page};
+use crate::domain::{
+    AuditEvent, Namespace, Page, PrincipalId, ScopeSet, Subject, TenantId, Token, TokenId,
+    TokenName, TokenStatus,
+};
+use chrono::{DateTime, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveModelTrait, ActiveValue::Set, ColumnTrait, Condition, EntityTrait, QueryFilter,
+    QueryOrder,
+};
+
+/// Which tokens `List` wants: one tenant and namespace, live tokens only, newest first.
+#[derive(Debug, Clone)]
+pub(crate) struct TokenQuery<'a> {
+    pub tenant: &'a TenantId,
+    pub namespace: Namespace,
+    pub subject: Option<&'a Subject>,
+    /// A status and the activity-window cutoff (now − window) it is evaluated against.
+    pub status: Option<(TokenStatus, DateTime<Utc>)>,
+    /// Only tokens expiring in `(from, until]`.
+    pub expiring: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Keyset position: only tokens strictly older than `(created_at, id)`.
+    pub after: Option<(DateTime<Utc>, &'a TokenId)>,
+    pub limit: u64,
+}
+
+pub(super) fn token_row(t: &Token, secret_hash: &str) -> token::ActiveModel {
+    token::ActiveModel {
+        id: Set(t.id.as_str().to_owned()),
+        tenant_id: Set(t.tenant.as_str().to_owned()),
+        namespace: Set(t.namespace.code().to_owned()),
+        name: Set(t.name.as_str().to_owned()),
+        subject: Set(t.subject.as_str().to_owned()),
+        creator: Set(t.creator.as_str().to_owned()),
+        scopes: Set(t.scopes.names().join(",")),
+        secret_hash: Set(secret_hash.to_owned()),
+        created_at: Set(micros(t.created_at)),
+        last_used_at: Set(t.last_used_at.map(micros)),
+        expires_at: Set(t.expires_at.map(micros)),
+        revoked_at: Set(t.revoked_at.map(micros)),
+        revoked_by: Set(None),
+        replaces_id: Set(t.replaces.as_ref().map(|r| r.as_str().to_owned())),
+    }
+}
+
+fn token_from_row(r: token::Model) -> Result<Token> {
+    Ok(Token {
+        id: parsed(TokenId::parse(&r.id), "token id")?,
+        tenant: parsed(TenantId::parse(&r.tenant_id), "tenant id")?,
+        namespace: Namespace::decode(&r.namespace)?,
+        name: parsed(TokenName::parse(&r.name), "token name")?,
+        subject: parsed(Subject::parse(&r.subject), "subject")?,
+        creator: parsed(PrincipalId::parse(&r.creator), "creator")?,
+        scopes: parsed(
+            ScopeSet::parse(r.scopes.split(',').filter(|s| !s.is_empty())),
+            "scopes",
+        )?,
+        created_at: time(r.created_at)?,
+        last_used_at: opt_time(r.last_used_at)?,
+        expires_at: opt_time(r.expires_at)?,
+        revoked_at: opt_time(r.revoked_at)?,
+        replaces: r
+            .replaces_id
+            .as_deref()
+            .and_then(|r| TokenId::parse(r).ok()),
+    })
+}
+
+/// Tokens grouped per statement when last-use times are written.
+const LAST_USE_CHUNK: usize = 500;
+
+impl Store {
+    /// Stores a new token. Its change row clears every replica's negative cache entry for its
+    /// id.
+    pub(crate) async fn insert_token(
+        &self,
+        t: &Token,
+        secret_hash: &str,
+        audit: &[AuditEvent],
+    ) -> Result<Written> {
+        let mut w = self.write().await?;
+        token_row(t, secret_hash).insert(&w.txn).await?;
+        w.changed(Changed::Token(t.id.clone()));
+        w.commit(t.created_at, audit).await
+    }
+
+    /// Stores `new` and sets the expiry of the live token `old` of the same tenant to
+    /// `old_expires_at`, all or nothing; nothing is written if `old` is not live.
+    pub(crate) async fn rotate_token(
+        &self,
+        new: &Token,
+        secret_hash: &str,
+        old: &TokenId,
+        old_expires_at: DateTime<Utc>,
+        audit: &[AuditEvent],
+    ) -> Result<Written> {
+        use token::Column as C;
+        let mut w = self.write().await?;
+        let res = token::Entity::update_many()
+            .col_expr(C::ExpiresAt, Expr::value(micros(old_expires_at)))
+            .filter(C::Id.eq(old.as_str()))
+            .filter(C::TenantId.eq(new.tenant.as_str()))
+            .filter(C::RevokedAt.is_null())
+            .exec(&w.txn)
+            .await?;
+        if res.rows_affected == 0 {
+            return Ok(None);
+        }
+        token_row(new, secret_hash).insert(&w.txn).await?;
+        w.changed(Changed::Token(old.clone()));
+        w.changed(Changed::Token(new.id.clone()));
+        w.commit(new.created_at, audit).await
+    }
+
+    /// Marks a live token of `tenant` revoked; nothing is written if there is no such live
+    /// token.
+    pub(crate) async fn revoke_token(
+        &self,
+        tenant: &TenantId,
+        id: &TokenId,
+        by: &PrincipalId,
+        at: DateTime<Utc>,
+        audit: &[AuditEvent],
+    ) -> Result<Written> {
+        use token::Column as C;
+        let mut w = self.write().await?;
+        let res = token::Entity::update_many()
+            .col_expr(C::RevokedAt, Expr::value(micros(at)))
+            .col_expr(C::RevokedBy, Expr::value(by.as_str()))
+            .filter(C::Id.eq(id.as_str()))
+            .filter(C::TenantId.eq(tenant.as_str()))
+            .filter(C::RevokedAt.is_null())
+            .exec(&w.txn)
+            .await?;
+        if res.rows_affected == 0 {
+            return Ok(None);
+        }
+        w.changed(Changed::Token(id.clone()));
+        w.commit(at, audit).await
+    }
+
+    /// A token and its secret hash, by id: the validation lookup.
+    pub(crate) async fn token_with_hash(&self, id: &TokenId) -> Result<Option<(Token, String)>> {
+        let row = token::Entity::find_by_id(id.as_str()).one(&self.db).await?;
+        row.map(|r| {
+            let hash = r.secret_hash.clone();
+            Ok((token_from_row(r)?, hash))
+        })
+        .transpose()
+    }
+
+    /// A token by id, whatever its tenant or state.
+    pub(crate) async fn token(&self, id: &TokenId) -> Result<Option<Token>> {
+        Ok(self.token_with_hash(id).await?.map(|(t, _)| t))
+    }
+
+    /// One page of live tokens, newest first.
+    pub(crate) async fn list_tokens(&self, q: &TokenQuery<'_>) -> Result<Page<Token>> {
+        use token::Column as C;
+        let mut find = token::Entity::find()
+            .filter(C::TenantId.eq(q.tenant.as_str()))
+            .filter(C::Namespace.eq(q.namespace.code()))
+            .filter(C::RevokedAt.is_null());
+        if let Some(subject) = q.subject {
+            find = find.filter(C::Subject.eq(subject.as_str()));
+        }
+        if let Some((status, cutoff)) = q.status {
+            let cutoff = micros(cutoff);
+            find = find.filter(match status {
+                TokenStatus::Generated => C::LastUsedAt.is_null(),
+                TokenStatus::Active => C::LastUsedAt.gte(cutoff),
+                TokenStatus::Inactive => C::LastUsedAt.lt(cutoff),
+            });
+        }
+        if let Some((from, until)) = q.expiring {
+            find = find
+                .filter(C::ExpiresAt.gt(micros(from)))
+                .filter(C::ExpiresAt.lte(micros(until)));
+        }
+        if let Some((created, id)) = q.after {
+            let created = micros(created);
+            find = find.filter(
+                Condition::any().add(C::CreatedAt.lt(created)).add(
+                    Condition::all()
+                        .add(C::CreatedAt.eq(created))
+                        .add(C::Id.lt(id.as_str())),
+                ),
+            );
+        }
+        let find = find.order_by_desc(C::CreatedAt).order_by_desc(C::Id);
+        fetch_page(&self.db, find, q.limit, token_from_row).await
+    }
+
+    /// Writes last-use times: one statement per distinct time and 500 tokens,
+    /// `SET last_used_at = t WHERE id IN (…) AND (last_used_at IS NULL OR last_used_at < t)`.
+    /// Monotonic: a stored time only ever moves forward, so concurrent flushers (or a late
+    /// batch) cannot move it back. Callers group uses by minute, so a flush of a busy replica
+    /// is a few statements per minute of uses, not one per token.
+    pub(crate) async fn record_last_use(&self, batch: &[(TokenId, DateTime<Utc>)]) -> Result<u64> {
+        use token::Column as C;
+        let mut by_time: std::collections::BTreeMap<i64, Vec<&str>> = Default::default();
+        for (id, at) in batch {
+            by_time.entry(micros(*at)).or_default().push(id.as_str());
+        }
+        let mut written = 0;
+        for (at, ids) in by_time {
+            for chunk in ids.chunks(LAST_USE_CHUNK) {
+                let res = token::Entity::update_many()
+                    .col_expr(C::LastUsedAt, Expr::value(at))
+                    .filter(C::Id.is_in(chunk.iter().copied()))
+                    .filter(
+                        Condition::any()
+                            .add(C::LastUsedAt.is_null())
+                            .add(C::LastUsedAt.lt(at)),
+                    )
+                    .exec(&self.db)
+                    .await?;
+                written += res.rows_affected;
+            }
+        }
+        Ok(written)
+    }
+}

@@ -1,0 +1,312 @@
+//! Tokens: generate (rules 1, 2, 7, 9 and the tenant's expiry policy), rotate, list
+//! (rules 4, 5) and revoke (rules 6, 8).
+
+use super::{Core, Error, Result};
+use crate::domain::{
+    Actor, AuditAction, AuditEvent, Denied, GeneratedToken, Namespace, Page, PrincipalId, ScopeSet,
+    Subject, TenantId, Token, TokenId, TokenName, TokenStatus, TokenString, TokenView,
+    rotated_scopes, scopes_for_new_token,
+};
+use crate::hashing::Hasher;
+use crate::store::TokenQuery;
+use chrono::{DateTime, TimeDelta, Utc};
+use std::sync::Arc;
+
+/// What `Generate` was asked for, already parsed. `None` stands for a field left empty.
+#[derive(Debug)]
+pub(crate) struct GenerateInput {
+    pub name: Option<TokenName>,
+    pub namespace: Option<Namespace>,
+    pub scopes: ScopeSet,
+    pub subject: Option<Subject>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub rotate: Option<Rotation>,
+}
+
+/// Which token a `Generate` rotates, and how long the old one keeps working.
+#[derive(Debug, Clone)]
+pub(crate) struct Rotation {
+    pub old: TokenId,
+    pub grace: TimeDelta,
+}
+
+/// The answer of `Generate`.
+#[derive(Debug)]
+pub(crate) struct Generated {
+    pub token: TokenView,
+    /// The whole token string, shown this once.
+    pub string: TokenString,
+    pub api_url: String,
+    pub expiry_clamped: bool,
+}
+
+/// What `List` was asked for, already parsed.
+#[derive(Debug)]
+pub(crate) struct ListInput {
+    pub namespace: Namespace,
+    pub status: Option<TokenStatus>,
+    pub owner: Option<Subject>,
+    pub limit: u64,
+    /// Keyset position: only tokens older than this `(create time, id)`.
+    pub after: Option<(DateTime<Utc>, TokenId)>,
+    /// Only tokens not yet expired that expire within this duration.
+    pub expire_within: Option<TimeDelta>,
+}
+
+/// Everything a new token is made of.
+pub(super) struct NewToken {
+    pub tenant: TenantId,
+    pub namespace: Namespace,
+    pub name: TokenName,
+    pub subject: Subject,
+    pub creator: PrincipalId,
+    pub scopes: ScopeSet,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub replaces: Option<TokenId>,
+}
+
+/// Makes a token string and its hash; writes nothing.
+pub(super) async fn mint(
+    hasher: &Hasher,
+    new: NewToken,
+    now: DateTime<Utc>,
+) -> Result<(GeneratedToken, String)> {
+    let string = TokenString::generate(new.namespace).map_err(Error::internal)?;
+    let hash = hasher.hash(string.secret().to_vec()).await?;
+    let token = Token {
+        id: string.id(),
+        tenant: new.tenant,
+        namespace: new.namespace,
+        name: new.name,
+        subject: new.subject,
+        creator: new.creator,
+        scopes: new.scopes,
+        created_at: now,
+        last_used_at: None,
+        expires_at: new.expires_at,
+        revoked_at: None,
+        replaces: new.replaces,
+    };
+    Ok((GeneratedToken { token, string }, hash))
+}
+
+/// The audit event of a token made by `Generate` or bootstrap.
+pub(super) fn generated_event(t: &Token, now: DateTime<Utc>) -> AuditEvent {
+    AuditEvent::new(
+        &t.tenant,
+        now,
+        t.creator.as_str(),
+        AuditAction::TokenGenerated,
+        t.id.as_str(),
+        format!(
+            "namespace={:?} subject={} scopes={} expires={}",
+            t.namespace,
+            t.subject.as_str(),
+            t.scopes.names().join(","),
+            t.expires_at.map_or("never".to_owned(), |e| e.to_rfc3339())
+        ),
+    )
+}
+
+const TENANT_GONE: Error = Error::Unauthenticated("the caller's tenant no longer exists");
+
+#[derive(Clone)]
+pub(crate) struct Tokens {
+    core: Arc<Core>,
+}
+
+impl Tokens {
+    pub(super) fn new(core: Arc<Core>) -> Self {
+        Self { core }
+    }
+
+    /// Rules 1, 2, 7 and 9, the tenant's expiry policy, and rotation. Returns the new token
+    /// (shown once), the tenant's API URL and whether the expiry was clamped.
+    pub(crate) async fn generate(&self, actor: &Actor, input: GenerateInput) -> Result<Generated> {
+        let core = &self.core;
+        let now = core.now();
+        if input.expires_at.is_some_and(|t| t <= now) {
+            return Err(Error::invalid("expire_time", "must be in the future"));
+        }
+        let tenant = core.store.tenant(&actor.tenant).await?.ok_or(TENANT_GONE)?;
+        let (expires_at, clamped) = tenant.clamp_expiry(input.expires_at, now);
+        let generated = match input.rotate.clone() {
+            None => self.generate_new(actor, input, expires_at, now).await?,
+            Some(rotation) => self.rotate(actor, input, rotation, expires_at, now).await?,
+        };
+        Ok(Generated {
+            token: core.view(generated.token),
+            string: generated.string,
+            api_url: tenant.api_url.as_str().to_owned(),
+            expiry_clamped: clamped,
+        })
+    }
+
+    async fn generate_new(
+        &self,
+        actor: &Actor,
+        input: GenerateInput,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<GeneratedToken> {
+        let namespace = input.namespace.unwrap_or(Namespace::Api);
+        let name = input
+            .name
+            .ok_or_else(|| Error::invalid("name", "must not be empty"))?;
+        let scopes = scopes_for_new_token(actor, namespace, input.scopes)?;
+        let subject = match (namespace, input.subject) {
+            (Namespace::Api, None) => actor.principal.clone().into(),
+            (Namespace::Api, Some(s)) if s.is(&actor.principal) => s,
+            (Namespace::Api, Some(_)) => {
+                return Err(Error::invalid(
+                    "subject",
+                    "an API token always belongs to its caller: leave subject empty or name yourself",
+                ));
+            }
+            (_, Some(s)) => s,
+            (_, None) => {
+                return Err(Error::invalid(
+                    "subject",
+                    "log-collector and SIEM tokens need the collector or agent name",
+                ));
+            }
+        };
+        let new = NewToken {
+            tenant: actor.tenant.clone(),
+            namespace,
+            name,
+            subject,
+            creator: actor.principal.clone(),
+            scopes,
+            expires_at,
+            replaces: None,
+        };
+        let (generated, hash) = mint(&self.core.hasher, new, now).await?;
+        let audit = [generated_event(&generated.token, now)];
+        let write = self
+            .core
+            .store
+            .insert_token(&generated.token, &hash, &audit);
+        self.core
+            .commit(&audit, write, Error::NotFound("token vanished"))
+            .await?;
+        Ok(generated)
+    }
+
+    /// Rotation: a new token with the old one's name, namespace, subject and (possibly
+    /// narrowed) scopes; the old one expires after the grace period.
+    async fn rotate(
+        &self,
+        actor: &Actor,
+        input: GenerateInput,
+        rotation: Rotation,
+        expires_at: Option<DateTime<Utc>>,
+        now: DateTime<Utc>,
+    ) -> Result<GeneratedToken> {
+        const GONE: Error = Error::NotFound("no such token to rotate");
+        let old = self.core.store.token(&rotation.old).await?.ok_or(GONE)?;
+        // Only whoever may revoke it may rotate it; anything else does not exist.
+        if !actor.can_see(&old) {
+            return Err(GONE);
+        }
+        let must_match =
+            |field: &'static str| Error::invalid(field, "must be empty or the rotated token's");
+        if input.namespace.is_some_and(|ns| ns != old.namespace) {
+            return Err(must_match("namespace"));
+        }
+        if input.name.as_ref().is_some_and(|n| n != &old.name) {
+            return Err(must_match("name"));
+        }
+        if input.subject.as_ref().is_some_and(|s| s != &old.subject) {
+            return Err(must_match("subject"));
+        }
+        let scopes = rotated_scopes(actor, &old, input.scopes)?;
+        let grace_end = now + rotation.grace;
+        let old_expiry = match old.expires_at {
+            Some(t) if t < grace_end => t,
+            _ => grace_end,
+        };
+        let new = NewToken {
+            tenant: old.tenant.clone(),
+            namespace: old.namespace,
+            name: old.name.clone(),
+            subject: old.subject.clone(),
+            creator: actor.principal.clone(),
+            scopes,
+            expires_at,
+            replaces: Some(old.id.clone()),
+        };
+        let (generated, hash) = mint(&self.core.hasher, new, now).await?;
+        let audit = [actor.event(
+            now,
+            AuditAction::TokenRotated,
+            generated.token.id.as_str(),
+            format!(
+                "replaces={} grace={}s scopes={}",
+                old.id,
+                rotation.grace.num_seconds(),
+                generated.token.scopes.names().join(",")
+            ),
+        )];
+        let write =
+            self.core
+                .store
+                .rotate_token(&generated.token, &hash, &old.id, old_expiry, &audit);
+        self.core.commit(&audit, write, GONE).await?;
+        Ok(generated)
+    }
+
+    /// Rule 5: one page of the tokens the actor may see, newest first.
+    pub(crate) async fn list(&self, actor: &Actor, input: ListInput) -> Result<Page<TokenView>> {
+        let core = &self.core;
+        if input.namespace != Namespace::Api && !actor.is_admin() {
+            return Err(Denied::NotAdmin.into());
+        }
+        let owner = match (actor.is_admin(), input.owner) {
+            (true, owner) => owner,
+            (false, None) => Some(actor.principal.clone().into()),
+            (false, Some(o)) if o.is(&actor.principal) => Some(o),
+            (false, Some(_)) => {
+                return Err(Error::PermissionDenied(
+                    "only admins list other principals' tokens".into(),
+                ));
+            }
+        };
+        // Listings on this replica include uses seen here up to this moment.
+        core.last_use.flush().await?;
+        let now = core.now();
+        let page = core
+            .store
+            .list_tokens(&TokenQuery {
+                tenant: &actor.tenant,
+                namespace: input.namespace,
+                subject: owner.as_ref(),
+                status: input.status.map(|s| (s, now - core.policy.activity_window)),
+                after: input.after.as_ref().map(|(t, id)| (*t, id)),
+                expiring: input.expire_within.map(|d| (now, now + d)),
+                limit: input.limit,
+            })
+            .await?;
+        Ok(Page {
+            items: page.items.into_iter().map(|t| core.view(t)).collect(),
+            more: page.more,
+        })
+    }
+
+    /// Rules 6 and 8: revokes a token the actor can see; anything else is "not found".
+    pub(crate) async fn revoke(&self, actor: &Actor, id: &TokenId) -> Result<()> {
+        const GONE: Error = Error::NotFound("no such token");
+        let core = &self.core;
+        let token = core.store.token(id).await?.ok_or(GONE)?;
+        if !actor.can_see(&token) {
+            return Err(GONE);
+        }
+        let now = core.now();
+        let audit = [actor.event(now, AuditAction::TokenRevoked, id.as_str(), "")];
+        let write = core
+            .store
+            .revoke_token(&actor.tenant, id, &actor.principal, now, &audit);
+        // This replica answers from the database from now on; the others within a poll.
+        core.commit(&audit, write, GONE).await
+    }
+}

@@ -1,0 +1,356 @@
+//! The validate path: whether a presented token string is a stored token with the right
+//! secret, answered from memory whenever the answer cannot be wrong.
+//!
+//! - **Verified tokens**: id → the token row and the SHA-256 digest of the secret that
+//!   passed Argon2 ([`entry`]). A hit costs one map lookup and one constant-time comparison
+//!   of digests; Argon2 is paid once per token per entry lifetime. Entries hold the row as
+//!   read (revoked and expired tokens too, so repeated use of a dead token is cheap) and the
+//!   caller judges them against the clock on every use: expiry needs no event.
+//! - **Absent ids**: ids with no row, kept briefly in a cache of their own so that a flood of
+//!   random ids neither reaches the database each time nor evicts real entries.
+//! - **Principals**: the owners of API tokens, including "no such principal", judged
+//!   against the clock on every use: an activation reaching its end needs no event.
+//! - **Single flight**: concurrent first validations of one token share one database read
+//!   and one Argon2 verification.
+//! - **Stale refresh**: an entry older than the time to live is refreshed by re-reading its
+//!   row, keeping the verified digest (a secret never changes, so no Argon2).
+//! - **Invalidation**: every write that can change an answer appends to the database's
+//!   change log in its own transaction; the writer drops its entries before it answers
+//!   ([`Validator::invalidate`]), and the [`follower`] applies everyone's changes here within
+//!   a poll interval. A replica that cannot read the log for `stale_after` uses no entry.
+//!   A load that raced with an invalidation is not cached: every invalidation bumps an epoch,
+//!   and a load inserts only if the epoch it read before going to the database is unchanged.
+//!
+//! Nothing here decides whether a token is good: that is the domain's `judge`.
+
+mod cache;
+mod entry;
+mod follower;
+
+pub(crate) use cache::CacheSettings;
+pub(crate) use entry::Verified;
+
+use crate::background::Task;
+use crate::domain::{Namespace, Principal, Token, TokenString};
+use crate::hashing::{HashError, Hasher};
+use crate::store::{Changed, Store, StoreError};
+use cache::{Lookup, ValidationCache};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::OnceCell;
+
+/// Why a token could not be looked up.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum LookupError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Hash(#[from] HashError),
+}
+
+/// The shared outcome of one first validation: the verified entry, or `None` for "no such
+/// token or wrong secret".
+type Flight = OnceCell<Option<Arc<Verified>>>;
+
+/// The validate path of one replica. Cheap to clone.
+#[derive(Clone)]
+pub(crate) struct Validator {
+    store: Store,
+    hasher: Hasher,
+    cache: Arc<ValidationCache>,
+    /// First validations in progress, by digest of the presented secret.
+    inflight: Arc<Mutex<HashMap<[u8; 32], Arc<Flight>>>>,
+    poll_interval: std::time::Duration,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validator")
+            .field("cache", &self.cache)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Validator {
+    pub(crate) fn new(store: Store, hasher: Hasher, settings: &CacheSettings) -> Self {
+        Self {
+            store,
+            hasher,
+            cache: Arc::new(ValidationCache::new(settings)),
+            inflight: Arc::default(),
+            poll_interval: settings.poll_interval,
+        }
+    }
+
+    /// Starts following the change log; until it has read the log once, no entry is used.
+    pub(crate) fn follow_changes(&self) -> Task {
+        follower::start(self.store.clone(), self.cache.clone(), self.poll_interval)
+    }
+
+    /// Drops what a write made on this replica may have made wrong, before it answers.
+    pub(crate) fn invalidate(&self, what: &Changed) {
+        self.cache.invalidate(what);
+    }
+
+    /// The verified entry behind a presented token string, or `None` when there is no such
+    /// token or the secret is wrong (indistinguishable on purpose). Revoked and expired tokens
+    /// are returned too: the caller judges.
+    pub(crate) async fn verified(
+        &self,
+        presented: &TokenString,
+    ) -> Result<Option<Arc<Verified>>, LookupError> {
+        let id = presented.id();
+        match self.cache.token(&id) {
+            Lookup::Hit(v) => return Ok(v.matches(presented.secret()).then_some(v)),
+            Lookup::Stale(v) => {
+                if !v.matches(presented.secret()) {
+                    return Ok(None);
+                }
+                // Verified before; only the row may have changed. Rows are never deleted.
+                let epoch = self.cache.epoch();
+                let row = self.store.token(&id).await?;
+                return Ok(row.map(|t| self.cache.remember_token(epoch, &t, presented.secret())));
+            }
+            Lookup::Absent => return Ok(None),
+            Lookup::Miss => {}
+        }
+        let digest = entry::digest(presented.secret());
+        let flight = {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            inflight.entry(digest).or_default().clone()
+        };
+        let outcome = flight
+            .get_or_try_init(|| self.load(presented))
+            .await
+            .cloned();
+        {
+            let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            if inflight
+                .get(&digest)
+                .is_some_and(|f| Arc::ptr_eq(f, &flight))
+            {
+                inflight.remove(&digest);
+            }
+        }
+        outcome
+    }
+
+    /// The slow path of [`Self::verified`]: one database read and one Argon2 verification.
+    async fn load(&self, presented: &TokenString) -> Result<Option<Arc<Verified>>, LookupError> {
+        let epoch = self.cache.epoch();
+        let id = presented.id();
+        let found = self.store.token_with_hash(&id).await?;
+        let (token, hash) = match found {
+            Some((t, h)) => (Some(t), Some(h)),
+            None => (None, None),
+        };
+        // An unknown id costs the same Argon2 work as a wrong secret.
+        let good = self
+            .hasher
+            .verify(presented.secret().to_vec(), hash)
+            .await?;
+        Ok(match token {
+            Some(t) if good && t.namespace == presented.namespace() => {
+                Some(self.cache.remember_token(epoch, &t, presented.secret()))
+            }
+            Some(_) => None,
+            None => {
+                self.cache.remember_absent(epoch, &id);
+                None
+            }
+        })
+    }
+
+    /// The owner of an API token as stored now; tenant tokens have none.
+    pub(crate) async fn owner(&self, token: &Token) -> Result<Option<Arc<Principal>>, StoreError> {
+        if token.namespace != Namespace::Api {
+            return Ok(None);
+        }
+        let tenant = &token.tenant;
+        if let Some(p) = self.cache.principal(tenant, token.subject.as_str()) {
+            return Ok(p);
+        }
+        let id = token.subject.to_principal();
+        let epoch = self.cache.epoch();
+        let p = self.store.principal(tenant, &id).await?;
+        Ok(self.cache.remember_principal(epoch, tenant, &id, p))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{ApiUrl, DisplayName, PrincipalId, ScopeSet, Tenant, TenantId, TokenName};
+    use crate::hashing::HashSettings;
+    use crate::store::DbOptions;
+    use chrono::Utc;
+    use std::time::Duration;
+
+    fn settings() -> CacheSettings {
+        CacheSettings {
+            capacity: 1000,
+            ttl: Duration::from_secs(60),
+            negative_capacity: 1000,
+            negative_ttl: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(20),
+            stale_after: Duration::from_secs(1),
+        }
+    }
+
+    fn hasher() -> Hasher {
+        let cheap = HashSettings {
+            memory_kib: 256,
+            iterations: 1,
+            parallelism: 1,
+            max_concurrent: 2,
+            queue_timeout: Duration::from_secs(2),
+        };
+        Hasher::new(&cheap, crate::hashing::Pepper::default()).unwrap()
+    }
+
+    async fn store(url: &str) -> Store {
+        let options = DbOptions {
+            max_connections: 4,
+            connect_timeout: Duration::from_secs(5),
+        };
+        let store = Store::connect(url, &options).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+
+    /// A replica's validate path, following the change log; the task runs until the test
+    /// ends.
+    async fn replica(url: &str, cache: CacheSettings) -> (Validator, Task) {
+        let v = Validator::new(store(url).await, hasher(), &cache);
+        let follower = v.follow_changes();
+        (v, follower)
+    }
+
+    fn contoso() -> Tenant {
+        let id = TenantId::parse("contoso").unwrap();
+        Tenant {
+            display_name: DisplayName::from(&id),
+            api_url: ApiUrl::default_for(&id),
+            max_token_lifetime: None,
+            id,
+        }
+    }
+
+    /// A tenant and its first token, written through `url`'s store; the token string.
+    async fn bootstrap(url: &str) -> TokenString {
+        let g = crate::usecase::bootstrap(
+            &store(url).await,
+            &hasher(),
+            Utc::now(),
+            contoso(),
+            PrincipalId::parse("alice").unwrap(),
+        )
+        .await
+        .unwrap();
+        g.string
+    }
+
+    /// Lets the followers apply the change rows written so far before a test caches
+    /// anything.
+    async fn settle() {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    fn sqlite() -> (tempfile::TempDir, String) {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("j.db").display());
+        (dir, url)
+    }
+
+    /// A miss for an id is remembered, but a token created with that id just afterwards —
+    /// on another replica — is found within the change-log deadline.
+    #[tokio::test]
+    async fn the_negative_cache_does_not_hide_a_token_created_after_a_miss() {
+        let (_dir, url) = sqlite();
+        bootstrap(&url).await;
+        let (b, _follower) = replica(&url, settings()).await;
+        settle().await;
+
+        let string = TokenString::generate(Namespace::Api).unwrap();
+        assert!(b.verified(&string).await.unwrap().is_none());
+        assert!(
+            matches!(b.cache.token(&string.id()), Lookup::Absent),
+            "the miss is cached"
+        );
+
+        // Replica A stores a token with exactly that id.
+        let a = store(&url).await;
+        let hash = hasher().hash(string.secret().to_vec()).await.unwrap();
+        let token = Token {
+            id: string.id(),
+            tenant: TenantId::parse("contoso").unwrap(),
+            namespace: Namespace::Api,
+            name: TokenName::parse("late").unwrap(),
+            subject: PrincipalId::parse("alice").unwrap().into(),
+            creator: PrincipalId::parse("alice").unwrap(),
+            scopes: ScopeSet::ALL,
+            created_at: Utc::now(),
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+            replaces: None,
+        };
+        a.insert_token(&token, &hash, &[]).await.unwrap();
+
+        let start = std::time::Instant::now();
+        while b.verified(&string).await.unwrap().is_none() {
+            assert!(
+                start.elapsed() < Duration::from_secs(1),
+                "still hidden after 1 s"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Concurrent first validations of one token share one Argon2 verification.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_validations_share_one_verification() {
+        let (_dir, url) = sqlite();
+        let string = bootstrap(&url).await;
+        let (v, _follower) = replica(&url, settings()).await;
+        settle().await;
+        let before = v.hasher.verifications();
+        let mut calls = Vec::new();
+        for _ in 0..16 {
+            let (v, s) = (v.clone(), string.clone());
+            calls.push(tokio::spawn(async move { v.verified(&s).await }));
+        }
+        for c in calls {
+            assert!(c.await.unwrap().unwrap().is_some());
+        }
+        assert_eq!(v.hasher.verifications() - before, 1);
+    }
+
+    /// The cache's time to live re-reads the row but does not pay Argon2 again.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_entry_is_refreshed_without_argon2() {
+        let (_dir, url) = sqlite();
+        let string = bootstrap(&url).await;
+        let short = CacheSettings {
+            ttl: Duration::from_secs(1),
+            ..settings()
+        };
+        let (v, _follower) = replica(&url, short).await;
+        settle().await;
+        assert!(v.verified(&string).await.unwrap().is_some());
+        let verified = v.hasher.verifications();
+        // The time to live is measured on the real clock; this is the one wait in the suite.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(matches!(v.cache.token(&string.id()), Lookup::Stale(_)));
+        assert!(v.verified(&string).await.unwrap().is_some());
+        assert!(
+            matches!(v.cache.token(&string.id()), Lookup::Hit(_)),
+            "refreshed"
+        );
+        assert_eq!(
+            v.hasher.verifications(),
+            verified,
+            "no Argon2 for a refresh"
+        );
+    }
+}
