@@ -27,7 +27,8 @@ use std::time::Duration;
 #[command(
     name = "jeton",
     version,
-    about = "Issues, lists, revokes and validates API tokens over gRPC."
+    about = "Issues, lists, revokes and validates API tokens over gRPC.",
+    next_line_help = true
 )]
 pub struct Cli {
     /// TOML file with settings; its keys are the long flag names with '_' for '-'
@@ -55,7 +56,7 @@ pub enum Command {
 #[derive(Debug, Clone, Args)]
 pub struct DbConfig {
     /// Database URL: sqlite://PATH (created on first use) or postgres://USER[:PASSWORD]@HOST[:PORT]/DB
-    #[arg(long = "database-url", env = "JETON_DATABASE_URL", value_name = "URL",
+    #[arg(long = "database-url", env = "JETON_DATABASE_URL", value_name = "URL", hide_env_values = true,
           default_value = "sqlite://jeton.db", value_parser = parse::database_url)]
     pub url: DatabaseUrl,
     /// Largest number of pooled database connections
@@ -130,7 +131,7 @@ pub struct ServeConfig {
         requires = "tls_cert"
     )]
     pub client_ca: Option<PathBuf>,
-    /// Most Argon2 computations at once [default: one per core]
+    /// Most Argon2 computations at once (default: one per core)
     #[arg(long, env = "JETON_ARGON2_MAX_CONCURRENT", value_name = "N",
           value_parser = clap::value_parser!(u16).range(1..))]
     pub argon2_max_concurrent: Option<u16>,
@@ -182,11 +183,11 @@ pub struct BootstrapConfig {
     /// Principal id of the tenant's first admin, e.g. alice@contoso.com
     #[arg(long, env = "JETON_ADMIN", value_parser = parse::domain(PrincipalId::parse))]
     pub admin: PrincipalId,
-    /// Tenant-specific API endpoint handed back with every generated token
-    /// [default: https://<tenant>.api.jeton.example]
+    /// Tenant-specific API endpoint handed back with every generated token (default:
+    /// https://<tenant>.api.jeton.example)
     #[arg(long, env = "JETON_API_URL", value_name = "URL", value_parser = parse::domain(ApiUrl::parse))]
     pub api_url: Option<ApiUrl>,
-    /// Display name of the tenant [default: the tenant id]
+    /// Display name of the tenant (default: the tenant id)
     #[arg(long, env = "JETON_TENANT_NAME", value_name = "NAME", value_parser = parse::domain(DisplayName::parse))]
     pub tenant_name: Option<DisplayName>,
 }

@@ -178,3 +178,101 @@ fn serve_reads_a_toml_config_file() {
     assert!(log.contains("from-file.db"), "{log}");
     assert!(dir.path().join("from-file.db").exists());
 }
+
+/// One setting as `jeton <command> --help` shows it.
+#[derive(Debug, PartialEq, Eq)]
+struct Setting {
+    env: String,
+    /// `None` when clap has no default.
+    default: Option<String>,
+    commands: Vec<String>,
+}
+
+/// The settings of every subcommand, from the real binary's `--help` (with no `JETON_*`
+/// variable set, so that help shows the defaults).
+fn settings_from_help() -> std::collections::BTreeMap<String, Setting> {
+    let mut settings = std::collections::BTreeMap::<String, Setting>::new();
+    for cmd in ["serve", "bootstrap", "migrate"] {
+        let out = Command::new(JETON)
+            .args([cmd, "--help"])
+            .env_clear()
+            .output()
+            .unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = help.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(flag) = line
+                .trim_start()
+                .trim_start_matches("-h, ")
+                .strip_prefix("--")
+                .filter(|_| line.starts_with("  "))
+                .and_then(|f| f.split_whitespace().next())
+            else {
+                continue;
+            };
+            if flag == "help" || flag == "version" {
+                continue;
+            }
+            let desc = lines.get(i + 1).copied().unwrap_or_default();
+            let between = |open: &str, close: char| {
+                desc.split(open)
+                    .nth(1)
+                    .and_then(|r| r.split(close).next())
+                    .map(str::to_owned)
+            };
+            let s = settings.entry(format!("--{flag}")).or_insert(Setting {
+                env: between("[env: ", ']')
+                    .map(|e| e.trim_end_matches('=').to_owned())
+                    .unwrap_or_default(),
+                default: between("[default: ", ']'),
+                commands: Vec::new(),
+            });
+            s.commands.push(cmd.to_owned());
+        }
+    }
+    settings
+}
+
+/// The configuration table of the README.
+fn settings_from_readme() -> std::collections::BTreeMap<String, Setting> {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme
+        .split("## Configuration")
+        .nth(1)
+        .expect("a Configuration section");
+    let unquote = |c: &str| c.trim().trim_matches('`').to_owned();
+    section
+        .lines()
+        .skip_while(|l| !l.starts_with("| flag"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            let default = cells[3];
+            (
+                unquote(cells[1]),
+                Setting {
+                    env: unquote(cells[2]),
+                    default: default.starts_with('`').then(|| unquote(default)),
+                    commands: cells[4].split(", ").map(str::to_owned).collect(),
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_configuration_table_is_what_help_says() {
+    let help = settings_from_help();
+    let readme = settings_from_readme();
+    assert!(help.len() > 20, "help was parsed: {help:?}");
+    assert_eq!(
+        help.keys().collect::<Vec<_>>(),
+        readme.keys().collect::<Vec<_>>(),
+        "the same settings"
+    );
+    for (flag, s) in &help {
+        assert_eq!(Some(s), readme.get(flag), "{flag}");
+        assert!(s.env.starts_with("JETON_"), "{flag} has an environment variable");
+    }
+}
