@@ -4,10 +4,10 @@ use super::TenantId;
 use chrono::{DateTime, Utc};
 
 /// The actor recorded for changes that time makes (an activation reaching its end).
-pub const TIME_ACTOR: &str = "jeton";
+pub(crate) const TIME_ACTOR: &str = "jeton";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuditAction {
+pub(crate) enum AuditAction {
     TokenGenerated,
     TokenRotated,
     TokenRevoked,
@@ -22,7 +22,9 @@ pub enum AuditAction {
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 11] = [
+    /// Every action (the store's codec test checks it spells each).
+    #[cfg(test)]
+    pub(crate) const ALL: [AuditAction; 11] = [
         AuditAction::TokenGenerated,
         AuditAction::TokenRotated,
         AuditAction::TokenRevoked,
@@ -39,20 +41,20 @@ impl AuditAction {
 
 /// One event. `seq` is 0 until stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AuditEvent {
-    pub seq: i64,
-    pub tenant: TenantId,
-    pub at: DateTime<Utc>,
-    pub actor: String,
-    pub action: AuditAction,
-    pub target: String,
-    pub outcome: String,
-    pub detail: String,
+pub(crate) struct AuditEvent {
+    pub(crate) seq: i64,
+    pub(crate) tenant: TenantId,
+    pub(crate) at: DateTime<Utc>,
+    pub(crate) actor: String,
+    pub(crate) action: AuditAction,
+    pub(crate) target: String,
+    pub(crate) outcome: String,
+    pub(crate) detail: String,
 }
 
 impl AuditEvent {
     /// A successful change by `actor`.
-    pub fn new(
+    pub(crate) fn new(
         tenant: &TenantId,
         at: DateTime<Utc>,
         actor: &str,

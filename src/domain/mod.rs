@@ -15,25 +15,23 @@ mod rules;
 mod scope;
 mod token;
 
-pub use audit::{AuditAction, AuditEvent, TIME_ACTOR};
+// The public part: what the command line, the tests' clock and the test support use.
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use names::{
-    ApiUrl, AuditTarget, DisplayName, Justification, NameError, PrincipalId, Subject, TenantId,
-    TokenName,
-};
-pub use principal::{Assignment, Principal, Role, Tenant};
-pub use rules::{
+pub use names::{ApiUrl, DisplayName, NameError, PrincipalId, TenantId};
+pub use token::{Namespace, TOKEN_LEN, TokenId, TokenString};
+
+pub(crate) use audit::{AuditAction, AuditEvent, TIME_ACTOR};
+pub(crate) use names::{AuditTarget, Justification, Subject, TokenName};
+pub(crate) use principal::{Assignment, Principal, Role, Tenant};
+pub(crate) use rules::{
     Actor, Denied, MAX_GRACE, activation_end, judge, rotated_scopes, scopes_for_new_token,
 };
-pub use scope::{Scope, ScopeSet, UnknownScope};
-pub use token::{
-    GeneratedToken, Namespace, Reason, TOKEN_LEN, Token, TokenId, TokenStatus, TokenString,
-    TokenView, status_of,
-};
+pub(crate) use scope::{Scope, ScopeSet};
+pub(crate) use token::{GeneratedToken, Reason, Token, TokenStatus, TokenView, status_of};
 
 /// One page of a listing, and whether another follows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Page<T> {
-    pub items: Vec<T>,
-    pub more: bool,
+pub(crate) struct Page<T> {
+    pub(crate) items: Vec<T>,
+    pub(crate) more: bool,
 }

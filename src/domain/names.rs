@@ -38,10 +38,10 @@ fn text(s: &str, max: usize) -> Result<(), NameError> {
 /// Declares a newtype over `String` with `as_str`, `Display` and a constructor for values
 /// read back from jeton's own memory (which were parsed when they came in).
 macro_rules! text_type {
-    ($(#[$doc:meta])* $name:ident) => {
+    ($(#[$doc:meta])* $vis:vis $name:ident) => {
         $(#[$doc])*
         #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-        pub struct $name(String);
+        $vis struct $name(String);
 
         impl $name {
             /// A value that was parsed when it entered jeton (read back from its own memory).
@@ -50,7 +50,7 @@ macro_rules! text_type {
                 Self(s.to_owned())
             }
 
-            pub fn as_str(&self) -> &str {
+            $vis fn as_str(&self) -> &str {
                 &self.0
             }
         }
@@ -65,7 +65,7 @@ macro_rules! text_type {
 
 text_type!(
     /// A tenant id: a slug `[a-z0-9][a-z0-9-]{1,62}`.
-    TenantId
+    pub TenantId
 );
 
 impl TenantId {
@@ -89,11 +89,11 @@ text_type!(
     /// A principal id inside a tenant, such as `alice@contoso.com`: 1 to 256 characters, no
     /// control characters, no `/` (the trusted-frontend header separates tenant and id with
     /// it).
-    PrincipalId
+    pub PrincipalId
 );
 
 impl PrincipalId {
-    pub const MAX: usize = 256;
+    pub(crate) const MAX: usize = 256;
 
     pub fn parse(s: &str) -> Result<Self, NameError> {
         text(s, Self::MAX)?;
@@ -106,13 +106,13 @@ impl PrincipalId {
 
 text_type!(
     /// The name a token is recognised by: 1 to 200 characters, no control characters.
-    TokenName
+    pub(crate) TokenName
 );
 
 impl TokenName {
-    pub const MAX: usize = 200;
+    pub(crate) const MAX: usize = 200;
 
-    pub fn parse(s: &str) -> Result<Self, NameError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, NameError> {
         text(s, Self::MAX)?;
         Ok(Self(s.to_owned()))
     }
@@ -121,21 +121,21 @@ impl TokenName {
 text_type!(
     /// Whom a token belongs to: the owning principal of an `API` token, or the collector or
     /// agent name of a `LOG_COLLECTOR`/`SIEM` token. Same rules as a principal id.
-    Subject
+    pub(crate) Subject
 );
 
 impl Subject {
-    pub fn parse(s: &str) -> Result<Self, NameError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, NameError> {
         PrincipalId::parse(s).map(Self::from)
     }
 
     /// Whether this subject names `p` (an API token's owner).
-    pub fn is(&self, p: &PrincipalId) -> bool {
+    pub(crate) fn is(&self, p: &PrincipalId) -> bool {
         self.0 == p.0
     }
 
     /// The principal this subject names (subjects follow the rules of principal ids).
-    pub fn to_principal(&self) -> PrincipalId {
+    pub(crate) fn to_principal(&self) -> PrincipalId {
         PrincipalId(self.0.clone())
     }
 }
@@ -149,11 +149,11 @@ impl From<PrincipalId> for Subject {
 text_type!(
     /// The name shown for a principal or a tenant: 1 to 256 characters, no control
     /// characters.
-    DisplayName
+    pub DisplayName
 );
 
 impl DisplayName {
-    pub const MAX: usize = 256;
+    pub(crate) const MAX: usize = 256;
 
     pub fn parse(s: &str) -> Result<Self, NameError> {
         text(s, Self::MAX)?;
@@ -176,13 +176,13 @@ impl From<&TenantId> for DisplayName {
 text_type!(
     /// Why an eligible role is activated: 1 to 1000 characters (surrounding blanks dropped),
     /// no control characters. Stored and written to the audit trail.
-    Justification
+    pub(crate) Justification
 );
 
 impl Justification {
-    pub const MAX: usize = 1000;
+    pub(crate) const MAX: usize = 1000;
 
-    pub fn parse(s: &str) -> Result<Self, NameError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, NameError> {
         let s = s.trim();
         text(s, Self::MAX)?;
         Ok(Self(s.to_owned()))
@@ -192,11 +192,11 @@ impl Justification {
 text_type!(
     /// A tenant's API endpoint, handed back with every token: an `http://` or `https://`
     /// URL of at most 2048 characters without control characters or spaces.
-    ApiUrl
+    pub ApiUrl
 );
 
 impl ApiUrl {
-    pub const MAX: usize = 2048;
+    pub(crate) const MAX: usize = 2048;
 
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let ok = (s.starts_with("https://") || s.starts_with("http://"))
@@ -210,7 +210,7 @@ impl ApiUrl {
     }
 
     /// The default endpoint of a tenant that was created without one.
-    pub fn default_for(tenant: &TenantId) -> Self {
+    pub(crate) fn default_for(tenant: &TenantId) -> Self {
         Self(format!("https://{tenant}.api.jeton.example"))
     }
 }
@@ -218,13 +218,13 @@ impl ApiUrl {
 text_type!(
     /// What an audit event is about, as a filter: a token id, a principal id or a tenant id
     /// (at most 256 characters, no control characters).
-    AuditTarget
+    pub(crate) AuditTarget
 );
 
 impl AuditTarget {
-    pub const MAX: usize = 256;
+    pub(crate) const MAX: usize = 256;
 
-    pub fn parse(s: &str) -> Result<Self, NameError> {
+    pub(crate) fn parse(s: &str) -> Result<Self, NameError> {
         text(s, Self::MAX)?;
         Ok(Self(s.to_owned()))
     }

@@ -5,19 +5,19 @@ use chrono::{DateTime, Utc};
 
 /// One customer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Tenant {
-    pub id: TenantId,
-    pub display_name: DisplayName,
+pub(crate) struct Tenant {
+    pub(crate) id: TenantId,
+    pub(crate) display_name: DisplayName,
     /// Tenant-specific endpoint handed back with every generated token.
-    pub api_url: ApiUrl,
+    pub(crate) api_url: ApiUrl,
     /// Longest lifetime of a new token, if the tenant sets one.
-    pub max_token_lifetime: Option<chrono::TimeDelta>,
+    pub(crate) max_token_lifetime: Option<chrono::TimeDelta>,
 }
 
 impl Tenant {
     /// The expiry a new token gets when `asked` for at `now`, and whether it was clamped to
     /// the tenant's maximum lifetime.
-    pub fn clamp_expiry(
+    pub(crate) fn clamp_expiry(
         &self,
         asked: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
@@ -32,14 +32,14 @@ impl Tenant {
 
 /// A role and the scopes it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
+pub(crate) enum Role {
     Admin,
     Operator,
     Reader,
 }
 
 impl Role {
-    pub fn scopes(self) -> ScopeSet {
+    pub(crate) fn scopes(self) -> ScopeSet {
         match self {
             Role::Admin => ScopeSet::ALL,
             Role::Operator => ScopeSet::of(&[Scope::Read, Scope::Write]),
@@ -50,27 +50,27 @@ impl Role {
 
 /// Whether a role is held permanently or must be activated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Assignment {
+pub(crate) enum Assignment {
     Active,
     Eligible,
 }
 
 /// A user inside a tenant.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    pub tenant: TenantId,
-    pub id: PrincipalId,
-    pub display_name: DisplayName,
-    pub role: Role,
-    pub assignment: Assignment,
+pub(crate) struct Principal {
+    pub(crate) tenant: TenantId,
+    pub(crate) id: PrincipalId,
+    pub(crate) display_name: DisplayName,
+    pub(crate) role: Role,
+    pub(crate) assignment: Assignment,
     /// End of the current activation of an eligible role; `None` when not activated.
-    pub activation_end: Option<DateTime<Utc>>,
+    pub(crate) activation_end: Option<DateTime<Utc>>,
 }
 
 impl Principal {
     /// The scopes the principal holds at `now`: its role's, if the assignment is active or
     /// an eligible role is activated until after `now`; none otherwise.
-    pub fn scopes_at(&self, now: DateTime<Utc>) -> ScopeSet {
+    pub(crate) fn scopes_at(&self, now: DateTime<Utc>) -> ScopeSet {
         match self.assignment {
             Assignment::Active => self.role.scopes(),
             Assignment::Eligible => match self.activation_end {
@@ -81,7 +81,7 @@ impl Principal {
     }
 
     /// The activation end reported to callers: only while an eligible role is activated.
-    pub fn current_activation_end(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub(crate) fn current_activation_end(&self, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         match (self.assignment, self.activation_end) {
             (Assignment::Eligible, Some(end)) if now < end => Some(end),
             _ => None,

@@ -8,15 +8,15 @@ use chrono::{DateTime, TimeDelta, Utc};
 
 /// Who is calling jeton, once authenticated, with the scopes they hold now.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Actor {
-    pub tenant: TenantId,
-    pub principal: PrincipalId,
-    pub scopes: ScopeSet,
+pub(crate) struct Actor {
+    pub(crate) tenant: TenantId,
+    pub(crate) principal: PrincipalId,
+    pub(crate) scopes: ScopeSet,
 }
 
 impl Actor {
     /// An audit event of a change this actor made.
-    pub fn event(
+    pub(crate) fn event(
         &self,
         at: DateTime<Utc>,
         action: AuditAction,
@@ -33,13 +33,13 @@ impl Actor {
         )
     }
 
-    pub fn is_admin(&self) -> bool {
+    pub(crate) fn is_admin(&self) -> bool {
         self.scopes.contains(Scope::Admin)
     }
 
     /// Rule 5 and 8: admins see every token of their tenant, others only their own API
     /// tokens; nobody sees another tenant's. Revoked tokens are seen by nobody.
-    pub fn can_see(&self, token: &Token) -> bool {
+    pub(crate) fn can_see(&self, token: &Token) -> bool {
         token.tenant == self.tenant
             && token.revoked_at.is_none()
             && (self.is_admin()
@@ -50,7 +50,7 @@ impl Actor {
 
 /// Why a caller may not do what it asked.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Denied {
+pub(crate) enum Denied {
     #[error("the caller holds no scope now (role removed, or eligible and not activated)")]
     NoScopes,
     #[error("cannot grant scopes the caller does not hold: {0:?}")]
@@ -64,11 +64,15 @@ pub enum Denied {
 }
 
 /// Longest grace period of a rotation.
-pub const MAX_GRACE: TimeDelta = TimeDelta::days(7);
+pub(crate) const MAX_GRACE: TimeDelta = TimeDelta::days(7);
 
 /// The scopes of a token that rotates `old`: the old token's, or `requested` if it only
 /// narrows them; and, for API tokens, never more than the rotating caller holds now.
-pub fn rotated_scopes(actor: &Actor, old: &Token, requested: ScopeSet) -> Result<ScopeSet, Denied> {
+pub(crate) fn rotated_scopes(
+    actor: &Actor,
+    old: &Token,
+    requested: ScopeSet,
+) -> Result<ScopeSet, Denied> {
     let scopes = if requested.is_empty() {
         old.scopes
     } else {
@@ -88,7 +92,7 @@ pub fn rotated_scopes(actor: &Actor, old: &Token, requested: ScopeSet) -> Result
 /// When an activation of `target`'s eligible role asked by `actor` for `duration` at `now`
 /// ends: extending a running activation never shortens it. The caller checks the bounds of
 /// `duration`.
-pub fn activation_end(
+pub(crate) fn activation_end(
     actor: &Actor,
     target: &Principal,
     duration: TimeDelta,
@@ -107,7 +111,7 @@ pub fn activation_end(
 /// Rule 2 (and 7): the scopes of a new token. Empty `requested` means every scope the caller
 /// holds; asking for more than the caller holds is refused. Log-collector and SIEM tokens
 /// belong to the tenant and only admins create them.
-pub fn scopes_for_new_token(
+pub(crate) fn scopes_for_new_token(
     actor: &Actor,
     namespace: Namespace,
     requested: ScopeSet,
@@ -135,7 +139,7 @@ pub fn scopes_for_new_token(
 /// Rules 3, 6, 7 and 9 for a token whose secret has already been verified: what it grants
 /// at `now` in `namespace`, given its owner as stored now (`None` when the owner was
 /// removed; ignored for tenant-owned namespaces).
-pub fn judge(
+pub(crate) fn judge(
     token: &Token,
     owner: Option<&Principal>,
     namespace: Namespace,

@@ -5,14 +5,14 @@ use std::fmt;
 
 /// One right a token can carry.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
+pub(crate) enum Scope {
     Read,
     Write,
     Admin,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Write, Scope::Admin];
+    pub(crate) const ALL: [Scope; 3] = [Scope::Read, Scope::Write, Scope::Admin];
 
     fn bit(self) -> u8 {
         match self {
@@ -22,7 +22,7 @@ impl Scope {
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Scope::Read => "read",
             Scope::Write => "write",
@@ -34,7 +34,7 @@ impl Scope {
 /// A scope name that is not one of `read`, `write`, `admin`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown scope (expected read, write or admin)")]
-pub struct UnknownScope;
+pub(crate) struct UnknownScope;
 
 impl std::str::FromStr for Scope {
     type Err = UnknownScope;
@@ -51,49 +51,51 @@ impl std::str::FromStr for Scope {
 
 /// A set of scopes.
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
-pub struct ScopeSet(u8);
+pub(crate) struct ScopeSet(u8);
 
 impl ScopeSet {
-    pub const EMPTY: ScopeSet = ScopeSet(0);
-    pub const ALL: ScopeSet = ScopeSet(7);
+    pub(crate) const EMPTY: ScopeSet = ScopeSet(0);
+    pub(crate) const ALL: ScopeSet = ScopeSet(7);
 
     /// Parses scope names; duplicates are allowed and collapse.
-    pub fn parse<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, UnknownScope> {
+    pub(crate) fn parse<'a>(
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Result<Self, UnknownScope> {
         names
             .into_iter()
             .try_fold(Self::EMPTY, |set, n| Ok(set.with(n.parse()?)))
     }
 
-    pub fn of(scopes: &[Scope]) -> Self {
+    pub(crate) fn of(scopes: &[Scope]) -> Self {
         scopes.iter().fold(Self::EMPTY, |set, s| set.with(*s))
     }
 
-    pub fn with(self, s: Scope) -> Self {
+    pub(crate) fn with(self, s: Scope) -> Self {
         Self(self.0 | s.bit())
     }
 
-    pub fn contains(self, s: Scope) -> bool {
+    pub(crate) fn contains(self, s: Scope) -> bool {
         self.0 & s.bit() != 0
     }
 
-    pub fn is_empty(self) -> bool {
+    pub(crate) fn is_empty(self) -> bool {
         self.0 == 0
     }
 
-    pub fn is_subset_of(self, other: ScopeSet) -> bool {
+    pub(crate) fn is_subset_of(self, other: ScopeSet) -> bool {
         self.0 & !other.0 == 0
     }
 
-    pub fn intersect(self, other: ScopeSet) -> Self {
+    pub(crate) fn intersect(self, other: ScopeSet) -> Self {
         Self(self.0 & other.0)
     }
 
-    pub fn iter(self) -> impl Iterator<Item = Scope> {
+    pub(crate) fn iter(self) -> impl Iterator<Item = Scope> {
         Scope::ALL.into_iter().filter(move |s| self.contains(*s))
     }
 
     /// Names in canonical order (read, write, admin).
-    pub fn names(self) -> Vec<&'static str> {
+    pub(crate) fn names(self) -> Vec<&'static str> {
         self.iter().map(Scope::as_str).collect()
     }
 }

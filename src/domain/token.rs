@@ -177,45 +177,45 @@ fn random_base62(n: usize, out: &mut String) -> Result<(), rand::rngs::SysError>
 
 /// A token's metadata as stored (never the secret).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Token {
-    pub id: TokenId,
-    pub tenant: TenantId,
-    pub namespace: Namespace,
-    pub name: TokenName,
-    pub subject: Subject,
-    pub creator: PrincipalId,
-    pub scopes: ScopeSet,
-    pub created_at: DateTime<Utc>,
-    pub last_used_at: Option<DateTime<Utc>>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub revoked_at: Option<DateTime<Utc>>,
+pub(crate) struct Token {
+    pub(crate) id: TokenId,
+    pub(crate) tenant: TenantId,
+    pub(crate) namespace: Namespace,
+    pub(crate) name: TokenName,
+    pub(crate) subject: Subject,
+    pub(crate) creator: PrincipalId,
+    pub(crate) scopes: ScopeSet,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) last_used_at: Option<DateTime<Utc>>,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) revoked_at: Option<DateTime<Utc>>,
     /// The token this one replaced by rotation.
-    pub replaces: Option<TokenId>,
+    pub(crate) replaces: Option<TokenId>,
 }
 
 impl Token {
-    pub fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
+    pub(crate) fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|end| now >= end)
     }
 }
 
 /// A token as shown to a caller: its metadata and its status at the time of the answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenView {
-    pub token: Token,
-    pub status: TokenStatus,
+pub(crate) struct TokenView {
+    pub(crate) token: Token,
+    pub(crate) status: TokenStatus,
 }
 
 /// A token just generated: its metadata and the string shown once.
 #[derive(Debug)]
-pub struct GeneratedToken {
-    pub token: Token,
-    pub string: TokenString,
+pub(crate) struct GeneratedToken {
+    pub(crate) token: Token,
+    pub(crate) string: TokenString,
 }
 
 /// How recently a token was used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TokenStatus {
+pub(crate) enum TokenStatus {
     Generated,
     Active,
     Inactive,
@@ -223,7 +223,7 @@ pub enum TokenStatus {
 
 /// Rule 4: never used → `Generated`; used within `window` of `now` → `Active`; otherwise
 /// `Inactive`. The store evaluates the same rule in SQL for the `List` filter.
-pub fn status_of(
+pub(crate) fn status_of(
     last_used: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
     window: TimeDelta,
@@ -237,7 +237,7 @@ pub fn status_of(
 
 /// Why a presented token is not good.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reason {
+pub(crate) enum Reason {
     Malformed,
     NotFound,
     Revoked,

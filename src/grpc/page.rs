@@ -27,8 +27,8 @@ pub(super) fn page_size(v: i32) -> Result<u64, Error> {
 /// A position in a listing: the sort key of the last item returned.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Cursor {
-    pub created_micros: i64,
-    pub key: String,
+    pub(crate) created_micros: i64,
+    pub(crate) key: String,
 }
 
 /// Page tokens of one listing, bound to its filters.

@@ -172,8 +172,8 @@ impl TryFrom<proto::GenerateRequest> for GenerateInput {
 /// A listing request, parsed: its input and the pager of its page tokens.
 #[derive(Debug)]
 pub(super) struct Listing<I> {
-    pub input: I,
-    pub pager: Pager,
+    pub(crate) input: I,
+    pub(crate) pager: Pager,
 }
 
 impl TryFrom<(proto::ListRequest, &Actor)> for Listing<ListInput> {

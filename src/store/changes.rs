@@ -23,9 +23,9 @@ pub(crate) enum Changed {
 /// One row of the change log.
 #[derive(Debug, Clone)]
 pub(crate) struct ChangeRow {
-    pub seq: i64,
+    pub(crate) seq: i64,
     /// `None` for a row that does not parse (skipped by the follower).
-    pub what: Option<Changed>,
+    pub(crate) what: Option<Changed>,
 }
 
 const TOKEN: &str = "token";

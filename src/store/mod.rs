@@ -99,8 +99,8 @@ pub(crate) type Written = Option<Vec<Changed>>;
 /// Connection settings.
 #[derive(Debug, Clone)]
 pub(crate) struct DbOptions {
-    pub max_connections: u32,
-    pub connect_timeout: Duration,
+    pub(crate) max_connections: u32,
+    pub(crate) connect_timeout: Duration,
 }
 
 /// The database behind jeton.

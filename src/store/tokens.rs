@@ -17,16 +17,16 @@ use sea_orm::{
 /// Which tokens `List` wants: one tenant and namespace, live tokens only, newest first.
 #[derive(Debug, Clone)]
 pub(crate) struct TokenQuery<'a> {
-    pub tenant: &'a TenantId,
-    pub namespace: Namespace,
-    pub subject: Option<&'a Subject>,
+    pub(crate) tenant: &'a TenantId,
+    pub(crate) namespace: Namespace,
+    pub(crate) subject: Option<&'a Subject>,
     /// A status and the activity-window cutoff (now − window) it is evaluated against.
-    pub status: Option<(TokenStatus, DateTime<Utc>)>,
+    pub(crate) status: Option<(TokenStatus, DateTime<Utc>)>,
     /// Only tokens expiring in `(from, until]`.
-    pub expiring: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    pub(crate) expiring: Option<(DateTime<Utc>, DateTime<Utc>)>,
     /// Keyset position: only tokens strictly older than `(created_at, id)`.
-    pub after: Option<(DateTime<Utc>, &'a TokenId)>,
-    pub limit: u64,
+    pub(crate) after: Option<(DateTime<Utc>, &'a TokenId)>,
+    pub(crate) limit: u64,
 }
 
 pub(super) fn token_row(t: &Token, secret_hash: &str) -> token::ActiveModel {

@@ -12,16 +12,16 @@ use std::sync::Arc;
 /// not a jeton token at all.
 #[derive(Debug)]
 pub(crate) struct ValidateInput {
-    pub token: Option<TokenString>,
-    pub namespace: Namespace,
-    pub required: ScopeSet,
+    pub(crate) token: Option<TokenString>,
+    pub(crate) namespace: Namespace,
+    pub(crate) required: ScopeSet,
 }
 
 /// A token that passed validation: its metadata (with this use recorded) and what it grants.
 #[derive(Debug, Clone)]
 pub(crate) struct Validated {
-    pub token: crate::domain::TokenView,
-    pub effective: ScopeSet,
+    pub(crate) token: crate::domain::TokenView,
+    pub(crate) effective: ScopeSet,
 }
 
 #[derive(Clone)]

@@ -16,27 +16,27 @@ use std::time::Duration;
 #[derive(Debug)]
 pub(crate) struct PrincipalInput {
     /// Empty: the caller's tenant.
-    pub tenant: Option<TenantId>,
-    pub id: PrincipalId,
+    pub(crate) tenant: Option<TenantId>,
+    pub(crate) id: PrincipalId,
     /// Empty: the id.
-    pub display_name: Option<DisplayName>,
-    pub role: Role,
-    pub assignment: Assignment,
+    pub(crate) display_name: Option<DisplayName>,
+    pub(crate) role: Role,
+    pub(crate) assignment: Assignment,
 }
 
 /// Which principals to list: ordered by id, after `after`, at most `limit`.
 #[derive(Debug)]
 pub(crate) struct PrincipalQuery {
-    pub after: Option<PrincipalId>,
-    pub limit: u64,
+    pub(crate) after: Option<PrincipalId>,
+    pub(crate) limit: u64,
 }
 
 /// What `ActivateRole` was asked for, already parsed.
 #[derive(Debug)]
 pub(crate) struct ActivateInput {
-    pub id: PrincipalId,
-    pub duration: TimeDelta,
-    pub justification: Justification,
+    pub(crate) id: PrincipalId,
+    pub(crate) duration: TimeDelta,
+    pub(crate) justification: Justification,
 }
 
 /// Most ended activations recorded in one round of the sweeper.

@@ -105,9 +105,9 @@ pub(crate) type Result<T, E = Error> = std::result::Result<T, E>;
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Policy {
     /// A token used within this window is `ACTIVE` (rule 4).
-    pub activity_window: TimeDelta,
+    pub(crate) activity_window: TimeDelta,
     /// Longest activation of an eligible role.
-    pub max_activation: TimeDelta,
+    pub(crate) max_activation: TimeDelta,
 }
 
 /// What every use case works with.
@@ -163,10 +163,10 @@ impl Core {
 /// The four groups of use cases of one server, sharing one [`Core`].
 #[derive(Clone)]
 pub(crate) struct UseCases {
-    pub tokens: Tokens,
-    pub access: Access,
-    pub directory: Directory,
-    pub tenants: Tenants,
+    pub(crate) tokens: Tokens,
+    pub(crate) access: Access,
+    pub(crate) directory: Directory,
+    pub(crate) tenants: Tenants,
 }
 
 impl UseCases {

@@ -16,19 +16,19 @@ use std::sync::Arc;
 /// Changes to a tenant; `None` leaves a field as it is.
 #[derive(Debug, Default)]
 pub(crate) struct TenantUpdate {
-    pub display_name: Option<DisplayName>,
-    pub api_url: Option<ApiUrl>,
+    pub(crate) display_name: Option<DisplayName>,
+    pub(crate) api_url: Option<ApiUrl>,
     /// `Some(None)` removes the cap.
-    pub max_token_lifetime: Option<Option<TimeDelta>>,
+    pub(crate) max_token_lifetime: Option<Option<TimeDelta>>,
 }
 
 /// Which audit events to list.
 #[derive(Debug)]
 pub(crate) struct AuditQuery {
-    pub target: Option<AuditTarget>,
+    pub(crate) target: Option<AuditTarget>,
     /// Keyset position: only events numbered below this.
-    pub before: Option<i64>,
-    pub limit: u64,
+    pub(crate) before: Option<i64>,
+    pub(crate) limit: u64,
 }
 
 /// Creates `tenant` with its first admin and returns that admin's first token.

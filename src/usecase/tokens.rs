@@ -15,54 +15,54 @@ use std::sync::Arc;
 /// What `Generate` was asked for, already parsed. `None` stands for a field left empty.
 #[derive(Debug)]
 pub(crate) struct GenerateInput {
-    pub name: Option<TokenName>,
-    pub namespace: Option<Namespace>,
-    pub scopes: ScopeSet,
-    pub subject: Option<Subject>,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub rotate: Option<Rotation>,
+    pub(crate) name: Option<TokenName>,
+    pub(crate) namespace: Option<Namespace>,
+    pub(crate) scopes: ScopeSet,
+    pub(crate) subject: Option<Subject>,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) rotate: Option<Rotation>,
 }
 
 /// Which token a `Generate` rotates, and how long the old one keeps working.
 #[derive(Debug, Clone)]
 pub(crate) struct Rotation {
-    pub old: TokenId,
-    pub grace: TimeDelta,
+    pub(crate) old: TokenId,
+    pub(crate) grace: TimeDelta,
 }
 
 /// The answer of `Generate`.
 #[derive(Debug)]
 pub(crate) struct Generated {
-    pub token: TokenView,
+    pub(crate) token: TokenView,
     /// The whole token string, shown this once.
-    pub string: TokenString,
-    pub api_url: String,
-    pub expiry_clamped: bool,
+    pub(crate) string: TokenString,
+    pub(crate) api_url: String,
+    pub(crate) expiry_clamped: bool,
 }
 
 /// What `List` was asked for, already parsed.
 #[derive(Debug)]
 pub(crate) struct ListInput {
-    pub namespace: Namespace,
-    pub status: Option<TokenStatus>,
-    pub owner: Option<Subject>,
-    pub limit: u64,
+    pub(crate) namespace: Namespace,
+    pub(crate) status: Option<TokenStatus>,
+    pub(crate) owner: Option<Subject>,
+    pub(crate) limit: u64,
     /// Keyset position: only tokens older than this `(create time, id)`.
-    pub after: Option<(DateTime<Utc>, TokenId)>,
+    pub(crate) after: Option<(DateTime<Utc>, TokenId)>,
     /// Only tokens not yet expired that expire within this duration.
-    pub expire_within: Option<TimeDelta>,
+    pub(crate) expire_within: Option<TimeDelta>,
 }
 
 /// Everything a new token is made of.
 pub(super) struct NewToken {
-    pub tenant: TenantId,
-    pub namespace: Namespace,
-    pub name: TokenName,
-    pub subject: Subject,
-    pub creator: PrincipalId,
-    pub scopes: ScopeSet,
-    pub expires_at: Option<DateTime<Utc>>,
-    pub replaces: Option<TokenId>,
+    pub(crate) tenant: TenantId,
+    pub(crate) namespace: Namespace,
+    pub(crate) name: TokenName,
+    pub(crate) subject: Subject,
+    pub(crate) creator: PrincipalId,
+    pub(crate) scopes: ScopeSet,
+    pub(crate) expires_at: Option<DateTime<Utc>>,
+    pub(crate) replaces: Option<TokenId>,
 }
 
 /// Makes a token string and its hash; writes nothing.

@@ -15,16 +15,16 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub(crate) struct CacheSettings {
     /// Most tokens kept (verified entries).
-    pub capacity: u64,
+    pub(crate) capacity: u64,
     /// Safety-net lifetime of an entry.
-    pub ttl: Duration,
+    pub(crate) ttl: Duration,
     /// Most unknown ids remembered, and for how long.
-    pub negative_capacity: u64,
-    pub negative_ttl: Duration,
+    pub(crate) negative_capacity: u64,
+    pub(crate) negative_ttl: Duration,
     /// How often the change log is read.
-    pub poll_interval: Duration,
+    pub(crate) poll_interval: Duration,
     /// Entries are not used when the change log was last read longer ago than this.
-    pub stale_after: Duration,
+    pub(crate) stale_after: Duration,
 }
 
 /// Key of the principal cache.

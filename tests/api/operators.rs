@@ -235,7 +235,8 @@ fn settings_from_help() -> std::collections::BTreeMap<String, Setting> {
 
 /// The configuration table of the README.
 fn settings_from_readme() -> std::collections::BTreeMap<String, Setting> {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let section = readme
         .split("## Configuration")
         .nth(1)
@@ -273,6 +274,9 @@ fn the_readme_configuration_table_is_what_help_says() {
     );
     for (flag, s) in &help {
         assert_eq!(Some(s), readme.get(flag), "{flag}");
-        assert!(s.env.starts_with("JETON_"), "{flag} has an environment variable");
+        assert!(
+            s.env.starts_with("JETON_"),
+            "{flag} has an environment variable"
+        );
     }
 }

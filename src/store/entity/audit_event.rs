@@ -4,19 +4,19 @@ use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "audit_events")]
-pub struct Model {
+pub(crate) struct Model {
     #[sea_orm(primary_key)]
-    pub seq: i64,
-    pub tenant_id: String,
-    pub at: i64,
-    pub actor: String,
-    pub action: String,
-    pub target: String,
-    pub outcome: String,
-    pub detail: String,
+    pub(crate) seq: i64,
+    pub(crate) tenant_id: String,
+    pub(crate) at: i64,
+    pub(crate) actor: String,
+    pub(crate) action: String,
+    pub(crate) target: String,
+    pub(crate) outcome: String,
+    pub(crate) detail: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub(crate) enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}

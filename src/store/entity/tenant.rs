@@ -4,16 +4,16 @@ use sea_orm::entity::prelude::*;
 
 #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "tenants")]
-pub struct Model {
+pub(crate) struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub display_name: String,
-    pub api_url: String,
-    pub created_at: i64,
-    pub max_token_lifetime_secs: Option<i64>,
+    pub(crate) id: String,
+    pub(crate) display_name: String,
+    pub(crate) api_url: String,
+    pub(crate) created_at: i64,
+    pub(crate) max_token_lifetime_secs: Option<i64>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub(crate) enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}

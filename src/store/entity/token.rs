@@ -5,22 +5,22 @@ use sea_orm::entity::prelude::*;
 
 #[derive(Clone, PartialEq, Eq, DeriveEntityModel)]
 #[sea_orm(table_name = "tokens")]
-pub struct Model {
+pub(crate) struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
-    pub id: String,
-    pub tenant_id: String,
-    pub namespace: String,
-    pub name: String,
-    pub subject: String,
-    pub creator: String,
-    pub scopes: String,
-    pub secret_hash: String,
-    pub created_at: i64,
-    pub last_used_at: Option<i64>,
-    pub expires_at: Option<i64>,
-    pub revoked_at: Option<i64>,
-    pub revoked_by: Option<String>,
-    pub replaces_id: Option<String>,
+    pub(crate) id: String,
+    pub(crate) tenant_id: String,
+    pub(crate) namespace: String,
+    pub(crate) name: String,
+    pub(crate) subject: String,
+    pub(crate) creator: String,
+    pub(crate) scopes: String,
+    pub(crate) secret_hash: String,
+    pub(crate) created_at: i64,
+    pub(crate) last_used_at: Option<i64>,
+    pub(crate) expires_at: Option<i64>,
+    pub(crate) revoked_at: Option<i64>,
+    pub(crate) revoked_by: Option<String>,
+    pub(crate) replaces_id: Option<String>,
 }
 
 // By hand, so that a row in a log line never carries even the hash.
@@ -35,6 +35,6 @@ impl std::fmt::Debug for Model {
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
-pub enum Relation {}
+pub(crate) enum Relation {}
 
 impl ActiveModelBehavior for ActiveModel {}
