@@ -1,4 +1,4 @@
-//! The decisions of DESIGN.md's rules 2, 3, 5, 7 and 8, as functions of plain values.
+//! The decisions of the contract's rules 2, 3, 5, 7, 8 and 10 (`docs/contract.md`), as functions of plain values.
 
 use super::{
     AuditAction, AuditEvent, Namespace, Principal, PrincipalId, Reason, Scope, ScopeSet, TenantId,

@@ -236,18 +236,45 @@ mod tests {
         }
     }
 
-    /// A tenant and its first token, written through `url`'s store; the token string.
+    /// A tenant, its admin and one token of theirs, written through `url`'s store; the token
+    /// string.
     async fn bootstrap(url: &str) -> TokenString {
-        let g = crate::usecase::bootstrap(
-            &store(url).await,
-            &hasher(),
-            Utc::now(),
-            contoso(),
-            PrincipalId::parse("alice").unwrap(),
-        )
-        .await
-        .unwrap();
-        g.string
+        let alice = PrincipalId::parse("alice").unwrap();
+        let admin = crate::domain::Principal {
+            tenant: contoso().id,
+            id: alice.clone(),
+            display_name: DisplayName::from(&alice),
+            role: crate::domain::Role::Admin,
+            assignment: crate::domain::Assignment::Active,
+            activation_end: None,
+        };
+        let string = TokenString::generate(Namespace::Api).unwrap();
+        let hash = hasher().hash(string.secret().to_vec()).await.unwrap();
+        let now = Utc::now();
+        store(url)
+            .await
+            .create_tenant(&contoso(), &admin, &token(&string, now), &hash, now, &[])
+            .await
+            .unwrap();
+        string
+    }
+
+    /// An admin API token of alice's with the id inside `string`.
+    fn token(string: &TokenString, now: chrono::DateTime<Utc>) -> Token {
+        Token {
+            id: string.id(),
+            tenant: TenantId::parse("contoso").unwrap(),
+            namespace: Namespace::Api,
+            name: TokenName::parse("late").unwrap(),
+            subject: PrincipalId::parse("alice").unwrap().into(),
+            creator: PrincipalId::parse("alice").unwrap(),
+            scopes: ScopeSet::ALL,
+            created_at: now,
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+            replaces: None,
+        }
     }
 
     /// Lets the followers apply the change rows written so far before a test caches
@@ -281,21 +308,9 @@ mod tests {
         // Replica A stores a token with exactly that id.
         let a = store(&url).await;
         let hash = hasher().hash(string.secret().to_vec()).await.unwrap();
-        let token = Token {
-            id: string.id(),
-            tenant: TenantId::parse("contoso").unwrap(),
-            namespace: Namespace::Api,
-            name: TokenName::parse("late").unwrap(),
-            subject: PrincipalId::parse("alice").unwrap().into(),
-            creator: PrincipalId::parse("alice").unwrap(),
-            scopes: ScopeSet::ALL,
-            created_at: Utc::now(),
-            last_used_at: None,
-            expires_at: None,
-            revoked_at: None,
-            replaces: None,
-        };
-        a.insert_token(&token, &hash, &[]).await.unwrap();
+        a.insert_token(&token(&string, Utc::now()), &hash, &[])
+            .await
+            .unwrap();
 
         let start = std::time::Instant::now();
         while b.verified(&string).await.unwrap().is_none() {
