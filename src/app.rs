@@ -1,16 +1,22 @@
-//! Wires everything — store, hasher, validate path, use cases, gRPC services, TLS,
-//! background tasks — and serves on a bound listener until a shutdown future resolves. Tests
-//! start the server through the same functions as `jeton serve`, on port 0.
+//! Wires everything — store, hasher, validate path, use cases, gRPC services, TLS, metrics,
+//! background tasks — and runs the server's life: bind the ports first, then open and migrate
+//! the database, serve until a shutdown future resolves, then announce NOT_SERVING, keep
+//! serving for the shutdown delay, drain calls in flight (bounded by the grace time), stop the
+//! background tasks, write pending last-use times, and fold SQLite's log into its file.
+//! Tests start the server through the same functions as `jeton serve`, on port 0.
 
-use crate::config::{BootstrapConfig, DbConfig, ServeConfig, TlsFiles};
+use crate::background::Task;
+use crate::config::{BackupConfig, BootstrapConfig, DbConfig, ServeConfig, TlsFiles};
 use crate::domain::{ApiUrl, Clock, DisplayName, Tenant};
 use crate::hashing::{HashError, Hasher};
 use crate::last_use::{self, LastUse};
+use crate::readiness::Readiness;
 use crate::store::{Store, StoreError};
 use crate::usecase::{self, UseCases};
 use crate::validation::Validator;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -19,12 +25,12 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
-    #[error("database: {0}")]
-    Store(#[source] Cause),
-    #[error("argon2: {0}")]
-    Hash(#[source] Cause),
-    #[error("{0}")]
-    UseCase(#[source] Cause),
+    #[error(transparent)]
+    Store(Cause),
+    #[error(transparent)]
+    Hash(Cause),
+    #[error(transparent)]
+    UseCase(Cause),
     #[error(transparent)]
     Config(#[from] crate::config::ConfigError),
     #[error("cannot read {path}: {source}")]
@@ -37,6 +43,10 @@ pub enum AppError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("metrics: {0}")]
+    Metrics(String),
+    #[error("backup: {0}")]
+    Backup(String),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
@@ -76,12 +86,43 @@ pub async fn migrate(db: &DbConfig) -> Result<(), AppError> {
     open_store(db).await.map(drop)
 }
 
-/// How long a stopping server waits for open connections to finish.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// `jeton backup`: a consistent copy of the SQLite database at `config.output`, taken while
+/// servers keep serving.
+pub async fn backup(config: &BackupConfig) -> Result<(), AppError> {
+    if config.output.exists() {
+        return Err(AppError::Backup(format!(
+            "{} exists already; choose a new file",
+            config.output.display()
+        )));
+    }
+    let mut options = config.db.options();
+    options.create = false;
+    let store = Store::connect(config.db.url.expose(), &options).await?;
+    store.check().await?;
+    match store.backup(&config.output).await? {
+        Some(()) => Ok(()),
+        None => Err(AppError::Backup(
+            "jeton backs up SQLite databases only; for PostgreSQL use its own tools: \
+             pg_dump --format=custom --file=jeton.dump DATABASE_URL, restored with pg_restore"
+                .into(),
+        )),
+    }
+}
 
-/// A server ready to run: database open and migrated, listener bound.
+async fn bind(addr: SocketAddr) -> Result<TcpListener, AppError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| AppError::Bind { addr, source })
+}
+
+/// A server ready to run: ports bound, database open and migrated.
 pub struct Server {
     listener: TcpListener,
+    metrics: Option<(
+        TcpListener,
+        &'static metrics_exporter_prometheus::PrometheusHandle,
+    )>,
+    store: Store,
     cases: UseCases,
     validator: Validator,
     last_use: Arc<LastUse>,
@@ -90,29 +131,37 @@ pub struct Server {
 }
 
 impl Server {
-    /// Opens the database, migrates it and binds `config.listen`.
+    /// Binds `config.listen` (and the metrics port), then opens the database and migrates it.
     pub async fn build(config: ServeConfig, clock: Arc<dyn Clock>) -> Result<Self, AppError> {
+        let tls = config.tls().as_ref().map(tls_config).transpose()?;
+        let pepper = config.hash.pepper()?;
+        let listener = bind(config.listen).await?;
+        let metrics = match config.metrics_listen {
+            Some(addr) => {
+                let listener = bind(addr).await?;
+                Some((
+                    listener,
+                    crate::metrics::install().map_err(AppError::Metrics)?,
+                ))
+            }
+            None => None,
+        };
         let store = open_store(&config.db).await?;
-        let hasher = Hasher::new(&config.hashing(), config.hash.pepper()?)?;
+        let hasher = Hasher::new(&config.hashing(), pepper)?;
         let validator = Validator::new(store.clone(), hasher.clone(), &config.cache());
         let last_use = Arc::new(LastUse::new(store.clone()));
         let cases = UseCases::new(
-            store,
+            store.clone(),
             hasher,
             clock,
             validator.clone(),
             last_use.clone(),
             config.policy(),
         );
-        let tls = config.tls().as_ref().map(tls_config).transpose()?;
-        let listener = TcpListener::bind(config.listen)
-            .await
-            .map_err(|source| AppError::Bind {
-                addr: config.listen,
-                source,
-            })?;
         Ok(Self {
             listener,
+            metrics,
+            store,
             cases,
             validator,
             last_use,
@@ -125,14 +174,20 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then drains in-flight calls, stops the background
-    /// tasks and flushes pending last-use times.
+    /// Where metrics are served, when they are.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().and_then(|(l, _)| l.local_addr().ok())
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down in order (see the module's doc).
     pub async fn run(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), AppError> {
         let Self {
             listener,
+            metrics,
+            store,
             cases,
             validator,
             last_use,
@@ -143,18 +198,41 @@ impl Server {
             addr: config.listen,
             source,
         })?;
-        let (routes, _health) = crate::grpc::services(&cases).await?;
-        let tasks = [
+        let readiness = Readiness::new();
+        let (routes, reporter) = crate::grpc::services(&cases).await?;
+        let mut tasks = vec![
+            readiness.start_checking(store.clone()),
+            crate::grpc::start_reporting(reporter, readiness.subscribe()),
             validator.follow_changes(),
             cases
                 .directory
                 .start_sweeping(config.activation_sweep_interval),
-            last_use::start_flushing(last_use, config.last_use_flush_interval),
         ];
+        if let Some((listener, recorder)) = metrics {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "metrics listening");
+            }
+            tasks.push(crate::metrics::upkeep(recorder));
+            let scrape = Scrape {
+                store: store.clone(),
+                validator: validator.clone(),
+                last_use: last_use.clone(),
+                readiness: readiness.clone(),
+            };
+            tasks.push(serve_metrics(listener, recorder, scrape));
+        }
+        let flusher = last_use::start_flushing(last_use, config.last_use_flush_interval);
 
-        let mut builder = tonic::transport::Server::builder();
+        let mut builder = tonic::transport::Server::builder()
+            .layer(crate::grpc::layers(config.db.connect_timeout));
         if let Some(tls) = tls {
             builder = builder.tls_config(tls)?;
+        }
+        if store.is_empty().await? {
+            tracing::info!(
+                database = %config.db.url.redacted(),
+                "no tenant yet: create the first one with `jeton bootstrap --tenant <id> --admin <principal>` on the same database"
+            );
         }
         tracing::info!(
             %addr,
@@ -163,16 +241,22 @@ impl Server {
             trusted_frontends = config.client_ca.is_some(),
             "jeton listening"
         );
-        // Stop accepting at the signal, let in-flight calls finish, but do not wait forever
-        // for clients that keep idle connections open.
+        // At the signal: NOT_SERVING, keep serving for the delay, then stop accepting and let
+        // calls in flight finish — but not for longer than the grace time.
         let (signalled, on_signal) = tokio::sync::oneshot::channel::<()>();
+        let announce = readiness.clone();
+        let delay = config.shutdown_delay;
         let shutdown = async move {
             shutdown.await;
+            announce.shut_down();
+            tracing::info!(?delay, "shutting down: health NOT_SERVING");
+            tokio::time::sleep(delay).await;
             let _ = signalled.send(());
         };
+        let grace = config.shutdown_grace;
         let drain_deadline = async move {
             if on_signal.await.is_ok() {
-                tokio::time::sleep(DRAIN_TIMEOUT).await;
+                tokio::time::sleep(grace).await;
             } else {
                 std::future::pending::<()>().await;
             }
@@ -187,16 +271,76 @@ impl Server {
         let served = tokio::select! {
             r = serve => r,
             () = drain_deadline => {
-                tracing::warn!(timeout = ?DRAIN_TIMEOUT, "connections still open after the drain timeout; stopping anyway");
+                tracing::warn!(?grace, "calls still in flight after the shutdown grace time; stopping anyway");
                 Ok(())
             }
         };
-        // The flusher goes last: its stop writes the uses of the calls that just drained.
         for task in tasks {
             task.stop().await;
         }
+        // The flusher goes last: its stop writes the uses of the calls that just drained.
+        flusher.stop().await;
+        if let Err(e) = store.close().await {
+            tracing::warn!(error = %crate::telemetry::chain(&e), "could not fold the write-ahead log into the database file");
+        }
+        tracing::info!("stopped");
         Ok(served?)
     }
+}
+
+/// What a scrape reads from the running server.
+struct Scrape {
+    store: Store,
+    validator: Validator,
+    last_use: Arc<LastUse>,
+    readiness: Readiness,
+}
+
+impl Scrape {
+    fn snapshot(&self) -> crate::metrics::Snapshot {
+        let (cache_tokens, cache_absent, cache_principals) = self.validator.entries();
+        let (pool_in_use, pool_idle, pool_waiting) = self.store.pool();
+        crate::metrics::Snapshot {
+            cache_tokens,
+            cache_absent,
+            cache_principals,
+            pool_in_use,
+            pool_idle,
+            pool_waiting,
+            last_use_pending: self.last_use.pending(),
+            database_up: self.readiness.is_serving(),
+        }
+    }
+}
+
+/// Serves `GET /metrics` on `listener` until stopped.
+fn serve_metrics(
+    listener: TcpListener,
+    recorder: &'static metrics_exporter_prometheus::PrometheusHandle,
+    scrape: Scrape,
+) -> Task {
+    use axum::routing::get;
+    let scrape = Arc::new(scrape);
+    let router = axum::Router::new().route(
+        "/metrics",
+        get(move || {
+            let scrape = scrape.clone();
+            async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4")],
+                    crate::metrics::render(recorder, &scrape.snapshot()),
+                )
+            }
+        }),
+    );
+    Task::spawn("metrics server", move |stop| async move {
+        let serve = axum::serve(listener, router).with_graceful_shutdown(async move {
+            let _ = stop.await;
+        });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "the metrics server failed");
+        }
+    })
 }
 
 fn read(path: &std::path::Path) -> Result<Vec<u8>, AppError> {
@@ -240,4 +384,30 @@ pub async fn bootstrap(
     let generated =
         usecase::bootstrap(&store, &hasher, clock.now(), tenant, config.admin.clone()).await?;
     Ok(generated.string.expose().to_owned())
+}
+
+/// A throwaway directory for `serve --dev`, removed when dropped.
+pub struct DevDir(PathBuf);
+
+impl DevDir {
+    pub fn create() -> std::io::Result<Self> {
+        let mut random = [0u8; 8];
+        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut random)
+            .map_err(std::io::Error::other)?;
+        let name: String = random.iter().map(|b| format!("{b:02x}")).collect();
+        let dir = std::env::temp_dir().join(format!("jeton-dev-{name}"));
+        std::fs::create_dir(&dir)?;
+        Ok(Self(dir))
+    }
+
+    /// The URL of the database inside.
+    pub fn database_url(&self) -> String {
+        format!("sqlite://{}", self.0.join("jeton.db").display())
+    }
+}
+
+impl Drop for DevDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

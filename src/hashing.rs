@@ -91,6 +91,9 @@ impl Hasher {
     /// Hashes a secret into a PHC string (with a fresh random salt).
     pub(crate) async fn hash(&self, secret: Vec<u8>) -> Result<String, HashError> {
         let (params, pepper) = (self.params.clone(), self.pepper.clone());
+        if let Some(m) = crate::metrics::get() {
+            m.argon2_hashes.increment(1);
+        }
         self.run(move || hash_now(&params, &pepper, &secret)).await
     }
 
@@ -104,6 +107,9 @@ impl Hasher {
         let pepper = self.pepper.clone();
         self.verifications
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        if let Some(m) = crate::metrics::get() {
+            m.argon2_verifications.increment(1);
+        }
         let (phc, known) = match phc {
             Some(p) => (p, true),
             None => (self.dummy.to_string(), false),
@@ -122,13 +128,33 @@ impl Hasher {
         &self,
         job: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
+        let metrics = crate::metrics::get();
+        if let Some(m) = metrics {
+            m.argon2_waiting.increment(1.0);
+        }
         let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
             .await
-            .map_err(|_| HashError::Busy)?
-            .map_err(|_| HashError::Busy)?;
+            .ok()
+            .and_then(Result::ok);
+        if let Some(m) = metrics {
+            m.argon2_waiting.decrement(1.0);
+        }
+        let Some(permit) = permit else {
+            if let Some(m) = metrics {
+                m.argon2_refused.increment(1);
+            }
+            return Err(HashError::Busy);
+        };
         tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            job()
+            if let Some(m) = metrics {
+                m.argon2_running.increment(1.0);
+            }
+            let out = job();
+            if let Some(m) = metrics {
+                m.argon2_running.decrement(1.0);
+            }
+            out
         })
         .await
         .map_err(|e| HashError::Failed(e.to_string()))?

@@ -48,6 +48,11 @@ impl LastUse {
         }
     }
 
+    /// How many tokens have a use not yet written.
+    pub(crate) fn pending(&self) -> usize {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Writes every pending time. On failure the batch is put back (keeping newer times that
     /// arrived meanwhile) for the next attempt.
     pub(crate) async fn flush(&self) -> Result<u64, StoreError> {
@@ -60,7 +65,13 @@ impl LastUse {
             // take, not drain: release the map's memory after a burst of many tokens.
             std::mem::take(&mut *pending).into_iter().collect()
         };
-        match self.store.record_last_use(&batch).await {
+        let start = std::time::Instant::now();
+        let written = self.store.record_last_use(&batch).await;
+        if let Some(m) = crate::metrics::get() {
+            m.last_use_flush_seconds
+                .record(start.elapsed().as_secs_f64());
+        }
+        match written {
             Ok(n) => Ok(n),
             Err(e) => {
                 for (id, at) in &batch {

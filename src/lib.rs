@@ -17,6 +17,8 @@
 //! - `hashing` Argon2id on the blocking pool, bounded.
 //! - `last_use` write-behind of last-use times.
 //! - `background` tasks that stop with the server.
+//! - `readiness` whether the database answers; the health service follows it.
+//! - `metrics` Prometheus metrics, off unless `--metrics-listen` is given.
 
 pub mod app;
 mod background;
@@ -26,6 +28,8 @@ pub mod domain;
 pub mod grpc;
 mod hashing;
 mod last_use;
+mod metrics;
+mod readiness;
 mod store;
 pub mod telemetry;
 mod usecase;

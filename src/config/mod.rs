@@ -38,6 +38,17 @@ pub struct Cli {
     #[arg(long, env = "JETON_LOG", global = true, value_name = "FILTER",
           default_value = "info,sqlx=warn", value_parser = parse::log_filter)]
     pub log: String,
+    /// Log line format: "json" (one object per line), "pretty" (text), or "auto" (text on a
+    /// terminal, JSON otherwise)
+    #[arg(
+        long,
+        env = "JETON_LOG_FORMAT",
+        global = true,
+        value_name = "FORMAT",
+        default_value = "auto",
+        value_enum
+    )]
+    pub log_format: crate::telemetry::LogFormat,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -50,6 +61,8 @@ pub enum Command {
     Bootstrap(BootstrapConfig),
     /// Bring the database schema up to date and exit.
     Migrate(DbConfig),
+    /// Copy the SQLite database, consistently, while it serves (PostgreSQL: use pg_dump).
+    Backup(BackupConfig),
 }
 
 /// The database and its connection pool.
@@ -63,7 +76,8 @@ pub struct DbConfig {
     #[arg(long = "db-max-connections", env = "JETON_DB_MAX_CONNECTIONS", value_name = "N",
           default_value = "16", value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub max_connections: u32,
-    /// How long to wait for a database connection before answering UNAVAILABLE
+    /// How long a call waits for the database (a connection, and every statement it needs)
+    /// before answering UNAVAILABLE
     #[arg(long = "db-connect-timeout", env = "JETON_DB_CONNECT_TIMEOUT", value_name = "DURATION",
           default_value = "5s", value_parser = parse::positive_duration)]
     pub connect_timeout: Duration,
@@ -106,6 +120,13 @@ pub struct ServeConfig {
         default_value = "127.0.0.1:50051"
     )]
     pub listen: SocketAddr,
+    /// Address to serve Prometheus metrics on (GET /metrics); off when not given
+    #[arg(long, env = "JETON_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Start on a throwaway database with tenant "dev" and admin "admin@dev", and print the
+    /// admin's token and commands to try (for a first look, never for production)
+    #[arg(long, env = "JETON_DEV", conflicts_with = "url")]
+    pub dev: bool,
     /// PEM certificate chain; with --tls-key turns TLS on
     #[arg(
         long,
@@ -168,6 +189,25 @@ pub struct ServeConfig {
     #[arg(long, env = "JETON_CHANGE_POLL_INTERVAL", value_name = "DURATION",
           default_value = "100ms", value_parser = parse::positive_duration)]
     pub change_poll_interval: Duration,
+    /// After SIGTERM, how long to keep serving while health says NOT_SERVING, so that load
+    /// balancers stop sending calls first
+    #[arg(long, env = "JETON_SHUTDOWN_DELAY", value_name = "DURATION",
+          default_value = "0s", value_parser = parse::duration)]
+    pub shutdown_delay: Duration,
+    /// After that, how long calls in flight may take to finish before the server stops anyway
+    #[arg(long, env = "JETON_SHUTDOWN_GRACE", value_name = "DURATION",
+          default_value = "10s", value_parser = parse::duration)]
+    pub shutdown_grace: Duration,
+}
+
+/// Everything `jeton backup` needs.
+#[derive(Debug, Clone, Args)]
+pub struct BackupConfig {
+    #[command(flatten)]
+    pub db: DbConfig,
+    /// File to write the copy to; must not exist yet
+    #[arg(long, env = "JETON_BACKUP_OUTPUT", value_name = "FILE")]
+    pub output: PathBuf,
 }
 
 /// Everything `jeton bootstrap` needs.
@@ -271,6 +311,7 @@ impl DbConfig {
         DbOptions {
             max_connections: self.max_connections,
             connect_timeout: self.connect_timeout,
+            create: true,
         }
     }
 }

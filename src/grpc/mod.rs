@@ -2,10 +2,15 @@
 //! [`auth`] says who is calling, [`parse`] turns requests into use-case inputs (every
 //! refusal names its field), the handlers ([`tokens`], [`directory`]) make one use-case call
 //! each, [`render`] turns answers into responses, [`status`] maps errors to status codes in
-//! one place, and [`server`] registers everything that is served.
+//! one place, and [`server`] registers everything that is served. Around every call,
+//! [`observe`] counts and logs it and [`deadline`] bounds the ones that wait on the
+//! database; [`health`] keeps the health service in step with the replica's readiness.
 
 mod auth;
+mod deadline;
 mod directory;
+mod health;
+mod observe;
 mod page;
 mod parse;
 mod render;
@@ -13,7 +18,8 @@ mod server;
 mod status;
 mod tokens;
 
-pub(crate) use server::services;
+pub(crate) use health::start_reporting;
+pub(crate) use server::{layers, services};
 
 /// Code generated from `proto/jeton/v1/jeton.proto`: messages, clients and servers.
 pub mod proto {

@@ -1,7 +1,9 @@
 //! What the gRPC port serves: jeton's two services, the standard health service and server
 //! reflection (v1, and v1alpha for grpcurl 1.8).
 
+use super::deadline::DeadlineLayer;
 use super::directory::DirectoryApi;
+use super::observe::ObserveLayer;
 use super::proto::{
     self, directory_service_server::DirectoryServiceServer,
     token_service_server::TokenServiceServer,
@@ -40,4 +42,18 @@ pub(crate) async fn services(
         .add_service(TokenServiceServer::new(tokens))
         .add_service(DirectoryServiceServer::new(directory));
     Ok((routes, health))
+}
+
+/// What wraps every call: observed (metrics, logs) outermost, then bounded by the database's
+/// timeout.
+pub(crate) fn layers(
+    deadline: std::time::Duration,
+) -> tower::layer::util::Stack<
+    DeadlineLayer,
+    tower::layer::util::Stack<ObserveLayer, tower::layer::util::Identity>,
+> {
+    tower::ServiceBuilder::new()
+        .layer(ObserveLayer)
+        .layer(DeadlineLayer { deadline })
+        .into_inner()
 }

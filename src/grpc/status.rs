@@ -1,6 +1,7 @@
 //! The one mapping from use-case errors to gRPC status codes. Internal causes are logged
 //! with their chain; the caller gets a plain message.
 
+use crate::telemetry::chain;
 use crate::usecase::Error;
 use tonic::Status;
 
@@ -26,16 +27,4 @@ impl From<Error> for Status {
             }
         }
     }
-}
-
-/// An error and its sources, `: `-separated.
-pub(crate) fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        out.push_str(": ");
-        out.push_str(&s.to_string());
-        source = s.source();
-    }
-    out
 }

@@ -24,6 +24,8 @@ pub(crate) enum Changed {
 #[derive(Debug, Clone)]
 pub(crate) struct ChangeRow {
     pub(crate) seq: i64,
+    /// When the change was made (the writer's clock, microseconds since the epoch).
+    pub(crate) at_micros: i64,
     /// `None` for a row that does not parse (skipped by the follower).
     pub(crate) what: Option<Changed>,
 }
@@ -62,12 +64,13 @@ impl Store {
             .filter(change::Column::Seq.gt(floor))
             .order_by_asc(change::Column::Seq)
             .limit(limit)
-            .all(&self.db)
+            .all(&*self.conn())
             .await?;
         Ok(rows
             .into_iter()
             .map(|r| ChangeRow {
                 seq: r.seq,
+                at_micros: r.at,
                 what: match r.kind.as_str() {
                     TOKEN => TokenId::parse(&r.key).ok().map(Changed::Token),
                     PRINCIPAL => TenantId::parse(&r.tenant_id)
@@ -84,7 +87,7 @@ impl Store {
     pub(crate) async fn last_change(&self) -> Result<i64> {
         let row = change::Entity::find()
             .order_by_desc(change::Column::Seq)
-            .one(&self.db)
+            .one(&*self.conn())
             .await?;
         Ok(row.map_or(0, |r| r.seq))
     }
@@ -93,7 +96,7 @@ impl Store {
     pub(crate) async fn prune_changes(&self, before: DateTime<Utc>) -> Result<u64> {
         let res = change::Entity::delete_many()
             .filter(change::Column::At.lt(micros(before)))
-            .exec(&self.db)
+            .exec(&*self.conn())
             .await?;
         Ok(res.rows_affected)
     }

@@ -27,8 +27,8 @@ use crate::domain::{AuditEvent, Page};
 use chrono::{DateTime, Utc};
 use migration::Migrator;
 use sea_orm::{
-    ConnectOptions, ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait,
-    FromQueryResult, QuerySelect, Select, SqlErr, TransactionTrait,
+    ConnectionTrait, DatabaseConnection, DatabaseTransaction, DbErr, EntityTrait, FromQueryResult,
+    QuerySelect, Select, SqlErr, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use std::time::Duration;
@@ -36,9 +36,17 @@ use std::time::Duration;
 /// What went wrong in the store, sorted by what the caller can do about it.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum StoreError {
-    /// The database cannot be reached now; trying again later may work.
+    /// The database cannot be reached now, or its schema is missing; trying again later
+    /// may work.
     #[error("database unavailable")]
     Unavailable(#[source] DbErr),
+    /// The database could not be opened at all.
+    #[error("cannot open {target}")]
+    Connect {
+        target: String,
+        #[source]
+        source: sea_orm::sqlx::Error,
+    },
     /// A row with the same key exists.
     #[error("already exists")]
     Conflict,
@@ -50,12 +58,31 @@ pub(crate) enum StoreError {
     Other(#[source] DbErr),
 }
 
+impl StoreError {
+    /// Whether trying again later may work (the database is away, not the request wrong).
+    pub(crate) fn is_unavailable(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::Connect { .. }
+        )
+    }
+}
+
 impl From<DbErr> for StoreError {
     fn from(e: DbErr) -> Self {
         if matches!(e.sql_err(), Some(SqlErr::UniqueConstraintViolation(_))) {
             return StoreError::Conflict;
         }
-        if is_unavailable(&e) {
+        let unavailable = is_unavailable(&e);
+        if let Some(m) = crate::metrics::get() {
+            if unavailable {
+                m.db_unavailable.increment(1);
+            } else {
+                m.db_errors.increment(1);
+            }
+        }
+        if unavailable {
+            trouble::seen();
             StoreError::Unavailable(e)
         } else {
             StoreError::Other(e)
@@ -63,30 +90,56 @@ impl From<DbErr> for StoreError {
     }
 }
 
-/// Whether an error means "the database cannot be reached or is going away" — worth
-/// answering `UNAVAILABLE` and retrying — rather than a fault in the statement.
+/// Whether an error means "the database cannot be reached, is going away, or has lost its
+/// schema" — worth answering `UNAVAILABLE` and retrying — rather than a fault in the
+/// statement.
 fn is_unavailable(e: &DbErr) -> bool {
     use sea_orm::RuntimeErr;
     use sea_orm::sqlx::Error as Sqlx;
     match e {
         DbErr::Conn(_) | DbErr::ConnectionAcquire(_) => true,
-        DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)) => match x
-            .as_ref()
-        {
-            Sqlx::Io(_)
-            | Sqlx::Tls(_)
-            | Sqlx::PoolTimedOut
-            | Sqlx::PoolClosed
-            | Sqlx::WorkerCrashed => true,
-            // PostgreSQL classes 08 (connection exception), 57 (operator intervention, e.g.
-            // shutdown or a terminated backend), 53 (insufficient resources) and 3D000
-            // (database does not exist, as while it is being recreated).
-            Sqlx::Database(d) => d.code().is_some_and(|c| {
-                c.starts_with("08") || c.starts_with("57") || c.starts_with("53") || c == "3D000"
-            }),
-            _ => false,
-        },
+        DbErr::Exec(RuntimeErr::SqlxError(x)) | DbErr::Query(RuntimeErr::SqlxError(x)) => {
+            match x.as_ref() {
+                Sqlx::Io(_)
+                | Sqlx::Tls(_)
+                | Sqlx::PoolTimedOut
+                | Sqlx::PoolClosed
+                | Sqlx::WorkerCrashed => true,
+                // PostgreSQL classes 08 (connection exception), 57 (operator intervention, e.g.
+                // shutdown or a terminated backend), 53 (insufficient resources), 3D000
+                // (database does not exist, as while it is being recreated) and 42P01 (no such
+                // table: a database re-created empty). SQLite: no such table.
+                Sqlx::Database(d) => {
+                    d.code().is_some_and(|c| {
+                        c.starts_with("08")
+                            || c.starts_with("57")
+                            || c.starts_with("53")
+                            || c == "3D000"
+                            || c == "42P01"
+                    }) || d.message().starts_with("no such table")
+                }
+                _ => false,
+            }
+        }
         _ => false,
+    }
+}
+
+/// A process-wide signal that some query found the database away, so that health checks
+/// look again at once instead of at their next tick.
+pub(crate) mod trouble {
+    use std::sync::LazyLock;
+    use tokio::sync::Notify;
+
+    static SEEN: LazyLock<Notify> = LazyLock::new(Notify::new);
+
+    pub(super) fn seen() {
+        SEEN.notify_waiters();
+    }
+
+    /// Resolves at the next query that finds the database away.
+    pub(crate) async fn next() {
+        SEEN.notified().await;
     }
 }
 
@@ -101,36 +154,144 @@ pub(crate) type Written = Option<Vec<Changed>>;
 pub(crate) struct DbOptions {
     pub(crate) max_connections: u32,
     pub(crate) connect_timeout: Duration,
+    /// SQLite: create the database file when there is none (otherwise an error).
+    pub(crate) create: bool,
 }
 
 /// The database behind jeton.
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
     db: DatabaseConnection,
+    engine: Engine,
+    /// Operations using (or waiting for) a connection now.
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicU32>,
+}
+
+/// The connection pool, counted as in use while this lives (see [`Store::pool`]).
+struct Conn<'a> {
+    db: &'a DatabaseConnection,
+    in_flight: &'a std::sync::atomic::AtomicU32,
+}
+
+impl std::ops::Deref for Conn<'_> {
+    type Target = DatabaseConnection;
+
+    fn deref(&self) -> &DatabaseConnection {
+        self.db
+    }
+}
+
+impl Drop for Conn<'_> {
+    fn drop(&mut self) {
+        self.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Which kind of database, for what differs between them.
+#[derive(Debug, Clone, Copy)]
+enum Engine {
+    Sqlite,
+    Postgres,
+}
+
+/// The name of the newest migration: the schema jeton expects.
+fn current_schema() -> String {
+    Migrator::migrations()
+        .last()
+        .map(|m| m.name().to_owned())
+        .unwrap_or_default()
 }
 
 impl Store {
-    /// Connects to `url` (`sqlite://…` or `postgres://…`).
+    fn new(db: DatabaseConnection, engine: Engine) -> Self {
+        Self {
+            db,
+            engine,
+            in_flight: std::sync::Arc::default(),
+        }
+    }
+
+    /// The pool, for one operation: hold it (a temporary in the statement is enough) while
+    /// the operation runs.
+    fn conn(&self) -> Conn<'_> {
+        self.in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Conn {
+            db: &self.db,
+            in_flight: &self.in_flight,
+        }
+    }
+
+    /// Connects to `url` (`sqlite://…` or `postgres://…`). The pool is made here from the
+    /// parsed options, so no connect span ever prints the URL (and its password).
     pub(crate) async fn connect(url: &str, options: &DbOptions) -> Result<Self> {
-        let is_sqlite = url.starts_with("sqlite:");
-        let mut url = url.to_owned();
-        // SQLITE ONLY: create the file on first start.
-        if is_sqlite && !url.contains("mode=") {
-            url.push(if url.contains('?') { '&' } else { '?' });
-            url.push_str("mode=rwc");
+        use sea_orm::sqlx::ConnectOptions as _;
+        use sea_orm::sqlx::{pool::PoolOptions, postgres, sqlite};
+        let connect_error = |target: String| move |source| StoreError::Connect { target, source };
+        if url.starts_with("sqlite:") {
+            let opts: sqlite::SqliteConnectOptions = url
+                .parse()
+                .map_err(connect_error("the SQLite database".into()))?;
+            let path = opts.get_filename().to_owned();
+            let target = format!("SQLite database {}", path.display());
+            // SQLITE ONLY: created on first start; write-ahead logging lets readers proceed
+            // while one writer commits.
+            let opts = opts
+                .create_if_missing(options.create)
+                .journal_mode(sqlite::SqliteJournalMode::Wal)
+                .disable_statement_logging();
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+                && !dir.is_dir()
+            {
+                let missing = format!("directory {} does not exist", dir.display());
+                return Err(StoreError::Connect {
+                    target,
+                    source: sea_orm::sqlx::Error::Configuration(missing.into()),
+                });
+            }
+            let pool = PoolOptions::<sea_orm::sqlx::Sqlite>::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.connect_timeout)
+                .connect_with(opts)
+                .await
+                .map_err(connect_error(target))?;
+            Ok(Self::new(DatabaseConnection::from(pool), Engine::Sqlite))
+        } else {
+            let opts: postgres::PgConnectOptions = url
+                .parse()
+                .map_err(connect_error("the PostgreSQL database".into()))?;
+            let target = format!(
+                "PostgreSQL database {:?} at {}:{} as user {:?}",
+                opts.get_database().unwrap_or(opts.get_username()),
+                opts.get_host(),
+                opts.get_port(),
+                opts.get_username()
+            );
+            let opts = opts.disable_statement_logging();
+            // One connection first, to report what went wrong (the pool would only say it
+            // timed out).
+            let first = tokio::time::timeout(options.connect_timeout, opts.connect()).await;
+            match first {
+                Ok(Ok(conn)) => {
+                    let _ = sea_orm::sqlx::Connection::close(conn).await;
+                }
+                Ok(Err(source)) => return Err(StoreError::Connect { target, source }),
+                Err(_) => {
+                    return Err(StoreError::Connect {
+                        target,
+                        source: sea_orm::sqlx::Error::PoolTimedOut,
+                    });
+                }
+            }
+            let pool = PoolOptions::<sea_orm::sqlx::Postgres>::new()
+                .max_connections(options.max_connections)
+                .acquire_timeout(options.connect_timeout)
+                .connect_with(opts)
+                .await
+                .map_err(connect_error(target))?;
+            Ok(Self::new(DatabaseConnection::from(pool), Engine::Postgres))
         }
-        let mut opts = ConnectOptions::new(url);
-        opts.max_connections(options.max_connections)
-            .connect_timeout(options.connect_timeout)
-            .acquire_timeout(options.connect_timeout)
-            .sqlx_logging(false);
-        let db = sea_orm::Database::connect(opts).await?;
-        if is_sqlite {
-            // SQLITE ONLY: write-ahead logging lets readers proceed while one writer commits;
-            // the setting is stored in the file, so one statement is enough.
-            db.execute_unprepared("PRAGMA journal_mode=WAL").await?;
-        }
-        Ok(Self { db })
     }
 
     /// Brings the schema up to date.
@@ -139,22 +300,99 @@ impl Store {
         Ok(())
     }
 
+    /// A cheap check that the database answers and holds jeton's current schema.
+    pub(crate) async fn check(&self) -> Result<()> {
+        use sea_orm::{FromQueryResult, Statement};
+        #[derive(FromQueryResult)]
+        struct Row {
+            version: String,
+        }
+        let row = Row::find_by_statement(Statement::from_string(
+            self.db.get_database_backend(),
+            "SELECT version FROM seaql_migrations ORDER BY version DESC LIMIT 1",
+        ))
+        .one(&*self.conn())
+        .await?;
+        match row {
+            Some(r) if r.version == current_schema() => Ok(()),
+            other => Err(StoreError::Unavailable(DbErr::Custom(format!(
+                "the database holds schema {:?}, not jeton's {:?}: run `jeton migrate`",
+                other.map(|r| r.version),
+                current_schema()
+            )))),
+        }
+    }
+
+    /// The pool now: connections in use, connections idle, and operations waiting for a
+    /// connection (those in progress beyond the connections in use).
+    pub(crate) fn pool(&self) -> (u32, u32, u32) {
+        let (size, idle) = match &self.engine {
+            Engine::Sqlite => {
+                let p = self.db.get_sqlite_connection_pool();
+                (p.size(), p.num_idle())
+            }
+            Engine::Postgres => {
+                let p = self.db.get_postgres_connection_pool();
+                (p.size(), p.num_idle())
+            }
+        };
+        let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
+        let in_use = size - idle;
+        let operations = self.in_flight.load(std::sync::atomic::Ordering::Relaxed);
+        (in_use, idle, operations.saturating_sub(in_use))
+    }
+
+    /// Ends the store's life cleanly. SQLITE ONLY: folds the write-ahead log back into the
+    /// database file, so that the file alone is a complete copy.
+    pub(crate) async fn close(&self) -> Result<()> {
+        if matches!(self.engine, Engine::Sqlite) {
+            self.db
+                .execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// A consistent copy of the whole database, taken while it serves. SQLITE ONLY
+    /// (`VACUUM INTO`); `None` for PostgreSQL, whose own tool (`pg_dump`) does it better.
+    pub(crate) async fn backup(&self, to: &std::path::Path) -> Result<Option<()>> {
+        match &self.engine {
+            Engine::Sqlite => {
+                let target = to.to_string_lossy().replace('\'', "\'\'");
+                self.db
+                    .execute_unprepared(&format!("VACUUM INTO '{target}'"))
+                    .await?;
+                Ok(Some(()))
+            }
+            Engine::Postgres => Ok(None),
+        }
+    }
+
+    /// Whether no tenant exists yet (a database that needs `jeton bootstrap`).
+    pub(crate) async fn is_empty(&self) -> Result<bool> {
+        use sea_orm::PaginatorTrait;
+        Ok(entity::tenant::Entity::find().count(&*self.conn()).await? == 0)
+    }
+
     /// Starts a write.
-    async fn write(&self) -> Result<Write> {
+    async fn write(&self) -> Result<Write<'_>> {
+        let conn = self.conn();
         Ok(Write {
-            txn: self.db.begin().await?,
+            txn: conn.begin().await?,
             changes: Vec::new(),
+            _conn: conn,
         })
     }
 }
 
 /// One write in progress: its transaction and the changes it has made so far.
-struct Write {
+struct Write<'a> {
     txn: DatabaseTransaction,
     changes: Vec<Changed>,
+    _conn: Conn<'a>,
 }
 
-impl Write {
+impl Write<'_> {
     /// Notes a change that every replica's cache must see.
     fn changed(&mut self, what: Changed) {
         self.changes.push(what);

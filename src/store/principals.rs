@@ -74,7 +74,7 @@ impl Store {
         id: &PrincipalId,
     ) -> Result<Option<Principal>> {
         let row = principal::Entity::find_by_id(key(tenant, id))
-            .one(&self.db)
+            .one(&*self.conn())
             .await?;
         row.map(principal_from_row).transpose()
     }
@@ -91,7 +91,13 @@ impl Store {
         if let Some(after) = after {
             q = q.filter(C::Id.gt(after.as_str()));
         }
-        fetch_page(&self.db, q.order_by_asc(C::Id), limit, principal_from_row).await
+        fetch_page(
+            &*self.conn(),
+            q.order_by_asc(C::Id),
+            limit,
+            principal_from_row,
+        )
+        .await
     }
 
     /// Removes a principal.
@@ -154,7 +160,7 @@ impl Store {
         let ended = principal::Entity::find()
             .filter(C::ActivationEnd.lte(micros(now)))
             .limit(limit)
-            .all(&self.db)
+            .all(&*self.conn())
             .await?;
         let mut recorded = 0;
         for p in ended {

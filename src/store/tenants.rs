@@ -41,7 +41,7 @@ impl Store {
 
     pub(crate) async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
         let row = tenant::Entity::find_by_id(id.as_str())
-            .one(&self.db)
+            .one(&*self.conn())
             .await?;
         row.map(|r| {
             Ok(Tenant {

@@ -146,7 +146,9 @@ impl Store {
 
     /// A token and its secret hash, by id: the validation lookup.
     pub(crate) async fn token_with_hash(&self, id: &TokenId) -> Result<Option<(Token, String)>> {
-        let row = token::Entity::find_by_id(id.as_str()).one(&self.db).await?;
+        let row = token::Entity::find_by_id(id.as_str())
+            .one(&*self.conn())
+            .await?;
         row.map(|r| {
             let hash = r.secret_hash.clone();
             Ok((token_from_row(r)?, hash))
@@ -193,7 +195,7 @@ impl Store {
             );
         }
         let find = find.order_by_desc(C::CreatedAt).order_by_desc(C::Id);
-        fetch_page(&self.db, find, q.limit, token_from_row).await
+        fetch_page(&*self.conn(), find, q.limit, token_from_row).await
     }
 
     /// Writes last-use times: one statement per distinct time and 500 tokens,
@@ -218,7 +220,7 @@ impl Store {
                             .add(C::LastUsedAt.is_null())
                             .add(C::LastUsedAt.lt(at)),
                     )
-                    .exec(&self.db)
+                    .exec(&*self.conn())
                     .await?;
                 written += res.rows_affected;
             }

@@ -40,10 +40,19 @@ impl Access {
         &self,
         input: &ValidateInput,
     ) -> Result<Result<Validated, Reason>> {
+        let verdict = self.judge(input).await?;
+        if let Some(m) = crate::metrics::get() {
+            m.validation(input.namespace, verdict.as_ref().map(drop).map_err(|r| *r));
+        }
+        Ok(verdict)
+    }
+
+    async fn judge(&self, input: &ValidateInput) -> Result<Result<Validated, Reason>> {
         let core = &self.core;
         let Some(presented) = &input.token else {
             return Ok(Err(Reason::Malformed));
         };
+        note_token(presented);
         if presented.namespace() != input.namespace {
             return Ok(Err(Reason::WrongNamespace));
         }
@@ -83,6 +92,7 @@ impl Access {
         if presented.namespace() != Namespace::Api {
             return Err(BAD);
         }
+        note_token(presented);
         let entry = core.validator.verified(presented).await?.ok_or(BAD)?;
         let token: Token = entry.token();
         let now = core.now();
@@ -91,6 +101,7 @@ impl Access {
         }
         let owner = core.validator.owner(&token).await?.ok_or(BAD)?;
         core.last_use.record(&token.id, now);
+        tracing::Span::current().record("tenant", owner.tenant.as_str());
         Ok(Actor {
             scopes: token.scopes.intersect(owner.scopes_at(now)),
             tenant: owner.tenant.clone(),
@@ -112,10 +123,18 @@ impl Access {
             .ok_or(Error::Unauthenticated(
                 "unknown principal in x-jeton-principal",
             ))?;
+        tracing::Span::current().record("tenant", p.tenant.as_str());
         Ok(Actor {
             scopes: p.scopes_at(core.now()),
             tenant: p.tenant,
             principal: p.id,
         })
+    }
+}
+
+/// Notes on the current call's span which token it is about (its public id only).
+fn note_token(t: &TokenString) {
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        tracing::Span::current().record("token.id", t.id().as_str());
     }
 }

@@ -68,9 +68,10 @@ impl Error {
 
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
-        match e {
-            StoreError::Unavailable(_) => Error::Unavailable(e),
-            e => Error::internal(e),
+        if e.is_unavailable() {
+            Error::Unavailable(e)
+        } else {
+            Error::internal(e)
         }
     }
 }

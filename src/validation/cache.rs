@@ -185,6 +185,15 @@ impl ValidationCache {
         }
     }
 
+    /// Entries now: verified tokens, absent ids, principals.
+    pub(super) fn entries(&self) -> (u64, u64, u64) {
+        (
+            self.tokens.entry_count(),
+            self.absent.entry_count(),
+            self.principals.entry_count(),
+        )
+    }
+
     /// Forgets everything (used when the change log could not be followed).
     pub(super) fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);

@@ -112,14 +112,22 @@ impl Follower {
                 .changes_after(mark.floor, BATCH)
                 .await
                 .map(|rows| {
+                    let mut oldest = None;
                     for row in rows {
-                        if mark.admit(row.seq)
-                            && let Some(what) = row.what
-                        {
-                            self.cache.invalidate(&what);
+                        if mark.admit(row.seq) {
+                            oldest = oldest.or(Some(row.at_micros));
+                            if let Some(what) = row.what {
+                                self.cache.invalidate(&what);
+                            }
                         }
                     }
                     mark.advance(Instant::now());
+                    if let Some(m) = crate::metrics::get() {
+                        let now = chrono::Utc::now().timestamp_micros();
+                        let lag = oldest.map_or(0, |at| (now - at).max(0));
+                        m.change_log_lag.set(lag as f64 / 1e6);
+                        m.change_log_last_poll.set(now as f64 / 1e6);
+                    }
                 }),
         };
         match read {

@@ -33,6 +33,7 @@ pub(crate) use entry::Verified;
 use crate::background::Task;
 use crate::domain::{Namespace, Principal, Token, TokenString};
 use crate::hashing::{HashError, Hasher};
+use crate::metrics::CacheLookup;
 use crate::store::{Changed, Store, StoreError};
 use cache::{Lookup, ValidationCache};
 use std::collections::HashMap;
@@ -87,6 +88,11 @@ impl Validator {
         follower::start(self.store.clone(), self.cache.clone(), self.poll_interval)
     }
 
+    /// Entries in the caches: verified tokens, absent ids, principals.
+    pub(crate) fn entries(&self) -> (u64, u64, u64) {
+        self.cache.entries()
+    }
+
     /// Drops what a write made on this replica may have made wrong, before it answers.
     pub(crate) fn invalidate(&self, what: &Changed) {
         self.cache.invalidate(what);
@@ -100,7 +106,16 @@ impl Validator {
         presented: &TokenString,
     ) -> Result<Option<Arc<Verified>>, LookupError> {
         let id = presented.id();
-        match self.cache.token(&id) {
+        let lookup = self.cache.token(&id);
+        if let Some(m) = crate::metrics::get() {
+            m.cache_lookup(match &lookup {
+                Lookup::Hit(_) => CacheLookup::Hit,
+                Lookup::Stale(_) => CacheLookup::Stale,
+                Lookup::Absent => CacheLookup::Absent,
+                Lookup::Miss => CacheLookup::Miss,
+            });
+        }
+        match lookup {
             Lookup::Hit(v) => return Ok(v.matches(presented.secret()).then_some(v)),
             Lookup::Stale(v) => {
                 if !v.matches(presented.secret()) {
@@ -212,6 +227,7 @@ mod tests {
         let options = DbOptions {
             max_connections: 4,
             connect_timeout: Duration::from_secs(5),
+            create: true,
         };
         let store = Store::connect(url, &options).await.unwrap();
         store.migrate().await.unwrap();

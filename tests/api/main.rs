@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod credentials;
+mod deploy;
 mod directory;
 mod helpers;
 mod logs;

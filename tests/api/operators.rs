@@ -188,11 +188,18 @@ struct Setting {
     commands: Vec<String>,
 }
 
+/// Whether a line of `--help` starts an option (`  -h, --help`, `      --listen <ADDR>`), not
+/// a line of a description (indented further).
+fn is_option(line: &str) -> bool {
+    let indent = line.len() - line.trim_start().len();
+    (2..=6).contains(&indent) && line.trim_start().starts_with('-')
+}
+
 /// The settings of every subcommand, from the real binary's `--help` (with no `JETON_*`
 /// variable set, so that help shows the defaults).
 fn settings_from_help() -> std::collections::BTreeMap<String, Setting> {
     let mut settings = std::collections::BTreeMap::<String, Setting>::new();
-    for cmd in ["serve", "bootstrap", "migrate"] {
+    for cmd in ["serve", "bootstrap", "migrate", "backup"] {
         let out = Command::new(JETON)
             .args([cmd, "--help"])
             .env_clear()
@@ -213,7 +220,13 @@ fn settings_from_help() -> std::collections::BTreeMap<String, Setting> {
             if flag == "help" || flag == "version" {
                 continue;
             }
-            let desc = lines.get(i + 1).copied().unwrap_or_default();
+            // The description runs to the next option (or the end).
+            let desc = lines[i + 1..]
+                .iter()
+                .take_while(|l| !is_option(l))
+                .copied()
+                .collect::<Vec<_>>()
+                .join(" ");
             let between = |open: &str, close: char| {
                 desc.split(open)
                     .nth(1)
