@@ -98,7 +98,6 @@ pub async fn backup(config: &BackupConfig) -> Result<(), AppError> {
     let mut options = config.db.options();
     options.create = false;
     let store = Store::connect(config.db.url.expose(), &options).await?;
-    store.check().await?;
     match store.backup(&config.output).await? {
         Some(()) => Ok(()),
         None => Err(AppError::Backup(

@@ -143,8 +143,18 @@ impl TestApp {
     }
 
     pub async fn spawn_with(transport: Transport, tweak: impl FnOnce(&mut ServeConfig)) -> Self {
+        Self::spawn_on(DbEngine::from_env(), transport, tweak).await
+    }
+
+    /// A server on `engine`, whatever `JETON_TEST_ENGINE` says (for tests whose subject only
+    /// one engine has).
+    pub async fn spawn_on(
+        engine: DbEngine,
+        transport: Transport,
+        tweak: impl FnOnce(&mut ServeConfig),
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let (db_url, pg_database) = match DbEngine::from_env() {
+        let (db_url, pg_database) = match engine {
             DbEngine::Sqlite => (
                 format!("sqlite://{}", dir.path().join("jeton.db").display()),
                 None,
@@ -223,12 +233,51 @@ impl TestApp {
 
     /// Stops the server gracefully (flushing last-use times) and waits for it.
     pub async fn stop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
+        self.signal_stop();
         if let Some(h) = self.server.take() {
             h.await.unwrap();
         }
+    }
+
+    /// The PostgreSQL database this test made, if any.
+    pub fn pg_database(&self) -> Option<&PgDatabase> {
+        self._pg_database.as_ref()
+    }
+
+    /// Sends the shutdown signal without waiting for the server to stop.
+    pub fn signal_stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// Whether the server has stopped.
+    pub fn is_stopped(&self) -> bool {
+        self.server.as_ref().is_none_or(|h| h.is_finished())
+    }
+
+    /// What the health service says of `service` (a fresh connection each time).
+    pub async fn health(&self, service: &str) -> Result<i32, Status> {
+        use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+        let channel = self
+            .endpoint_connect()
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.into(),
+            })
+            .await?
+            .into_inner()
+            .status)
+    }
+
+    async fn endpoint_connect(&self) -> Result<Channel, tonic::transport::Error> {
+        let mut e = self.endpoint();
+        if self.transport == Transport::Tls {
+            e = e.tls_config(self.tls())?;
+        }
+        e.connect().await
     }
 
     /// Stops and starts again on the same database and clock.
@@ -438,6 +487,126 @@ impl TestApp {
         prost_types::Timestamp {
             seconds: t.timestamp(),
             nanos: t.timestamp_subsec_nanos() as i32,
+        }
+    }
+}
+
+/// A TCP proxy to PostgreSQL on 127.0.0.1:5432 that can be cut (connections closed, port
+/// closed), blackholed (connections kept open but nothing forwarded, new ones accepted and
+/// left unanswered) and restored.
+pub struct Proxy {
+    pub port: u16,
+    tasks: Arc<std::sync::Mutex<Vec<JoinHandle<()>>>>,
+    /// Sockets kept open, silent, while blackholed.
+    held: Arc<std::sync::Mutex<Vec<tokio::net::TcpStream>>>,
+    blackholed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let p = Proxy {
+            port,
+            tasks: Default::default(),
+            held: Default::default(),
+            blackholed: Default::default(),
+        };
+        p.serve(listener);
+        p
+    }
+
+    /// Points `s` at this proxy instead of PostgreSQL's port.
+    pub fn route(&self, s: &mut ServeConfig) {
+        let url =
+            s.db.url
+                .expose()
+                .replace(":5432/", &format!(":{}/", self.port));
+        s.db.url = test_settings(&url).db.url;
+    }
+
+    fn serve(&self, listener: tokio::net::TcpListener) {
+        let (tasks, held, blackholed) = (
+            self.tasks.clone(),
+            self.held.clone(),
+            self.blackholed.clone(),
+        );
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                if blackholed.load(std::sync::atomic::Ordering::SeqCst) {
+                    held.lock().unwrap().push(inbound);
+                    continue;
+                }
+                let blackholed = blackholed.clone();
+                let conn = tokio::spawn(async move {
+                    if let Ok(outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await {
+                        pipe(&mut inbound, outbound, &blackholed).await;
+                    }
+                });
+                tasks.lock().unwrap().push(conn);
+            }
+        });
+        self.tasks.lock().unwrap().push(accept);
+    }
+
+    /// Closes the port and every connection through it.
+    pub fn cut(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    /// Stops forwarding without closing anything: every statement and every new connection
+    /// waits for an answer that never comes.
+    pub fn blackhole(&self) {
+        self.blackholed
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub async fn restore(&self) {
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
+                Ok(l) => break l,
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(50)).await,
+            }
+        };
+        self.serve(listener);
+    }
+
+    /// Forwards again (after `blackhole`).
+    pub async fn unblock(&self) {
+        self.blackholed
+            .store(false, std::sync::atomic::Ordering::SeqCst);
+        self.held.lock().unwrap().clear();
+        self.cut();
+        self.restore().await;
+    }
+}
+
+/// Forwards between `a` and `b` until either closes; once `blackholed`, swallows what
+/// arrives and keeps both sockets open, silent.
+async fn pipe(
+    a: &mut tokio::net::TcpStream,
+    mut b: tokio::net::TcpStream,
+    blackholed: &std::sync::atomic::AtomicBool,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut ar, mut aw) = a.split();
+    let (mut br, mut bw) = b.split();
+    let (mut x, mut y) = ([0u8; 8192], [0u8; 8192]);
+    loop {
+        let hole = || blackholed.load(std::sync::atomic::Ordering::SeqCst);
+        tokio::select! {
+            n = ar.read(&mut x) => match n {
+                Ok(n) if n > 0 && !hole() => if bw.write_all(&x[..n]).await.is_err() { return },
+                Ok(n) if n > 0 => std::future::pending::<()>().await,
+                _ => return,
+            },
+            n = br.read(&mut y) => match n {
+                Ok(n) if n > 0 && !hole() => if aw.write_all(&y[..n]).await.is_err() { return },
+                Ok(n) if n > 0 => std::future::pending::<()>().await,
+                _ => return,
+            },
         }
     }
 }

@@ -8,6 +8,7 @@ mod deploy;
 mod directory;
 mod helpers;
 mod logs;
+mod operability;
 mod operators;
 mod roles;
 mod scaleout;

@@ -195,20 +195,13 @@ async fn last_use(app: &TestApp) -> Option<prost_types::Timestamp> {
         .last_use_time
 }
 
+/// PostgreSQL only, whatever `JETON_TEST_ENGINE` says: the database is cut off by closing a
+/// TCP proxy in front of it, and an SQLite file inside the process cannot be.
 #[tokio::test]
-async fn an_unreachable_database_is_unavailable_promptly_and_recovery_is_automatic() {
-    if DbEngine::from_env() != DbEngine::Postgres {
-        // The database must be cut off from the outside: a TCP proxy in front of PostgreSQL.
-        // SQLite is a file inside the process and cannot become unreachable this way.
-        return;
-    }
+async fn an_unreachable_database_is_unavailable_promptly_and_recovery_is_automatic_on_postgres() {
     let proxy = Proxy::start().await;
-    let app = TestApp::spawn_with(Transport::Tls, |s| {
-        let url =
-            s.db.url
-                .expose()
-                .replace(":5432/", &format!(":{}/", proxy.port));
-        s.db.url = test_settings(&url).db.url;
+    let app = TestApp::spawn_on(DbEngine::Postgres, Transport::Tls, |s| {
+        proxy.route(s);
         s.db.connect_timeout = Duration::from_millis(500);
     })
     .await;
@@ -241,58 +234,6 @@ async fn an_unreachable_database_is_unavailable_promptly_and_recovery_is_automat
         }
         assert!(start.elapsed() < Duration::from_secs(15), "did not recover");
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// A TCP proxy to PostgreSQL on 127.0.0.1:5432 that can be cut and restored.
-struct Proxy {
-    port: u16,
-    tasks: std::sync::Arc<std::sync::Mutex<Vec<tokio::task::JoinHandle<()>>>>,
-}
-
-impl Proxy {
-    async fn start() -> Self {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let p = Proxy {
-            port,
-            tasks: Default::default(),
-        };
-        p.serve(listener);
-        p
-    }
-
-    fn serve(&self, listener: tokio::net::TcpListener) {
-        let tasks = self.tasks.clone();
-        let accept = tokio::spawn(async move {
-            while let Ok((mut inbound, _)) = listener.accept().await {
-                let conn = tokio::spawn(async move {
-                    if let Ok(mut outbound) = tokio::net::TcpStream::connect("127.0.0.1:5432").await
-                    {
-                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                    }
-                });
-                tasks.lock().unwrap().push(conn);
-            }
-        });
-        self.tasks.lock().unwrap().push(accept);
-    }
-
-    /// Closes the port and every connection through it.
-    fn cut(&self) {
-        for t in self.tasks.lock().unwrap().drain(..) {
-            t.abort();
-        }
-    }
-
-    async fn restore(&self) {
-        let listener = loop {
-            match tokio::net::TcpListener::bind(("127.0.0.1", self.port)).await {
-                Ok(l) => break l,
-                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
-            }
-        };
-        self.serve(listener);
     }
 }
 
