@@ -1,10 +1,29 @@
 #!/usr/bin/env python3
-"""Runs the README's commands exactly as written, on a clean checkout.
+"""Runs the README's commands exactly as written, on a clean clone, and checks what they print.
 
-`python3 .ci/readme.py run-command`: takes the command of the README's "Run it" section
-and the walk-through's bootstrap line, runs them in a fresh clone of the repository (the
-build cache is shared through CARGO_TARGET_DIR, the commands are untouched), and checks that
-the service answers, that bootstrap prints a token, and that the token validates.
+    python3 .ci/readme.py            # check; exit 1 on any difference
+    python3 .ci/readme.py --update   # rewrite the README's outputs from a real run
+
+The README marks what to run with HTML comments before a ```sh block:
+
+- `<!-- readme-test: dev -->`: the first screen. Its first line is run in the background (it
+  must print a ready-to-paste `grpcurl … Validate` command); that printed command is then run
+  and must answer `"valid": true`; every other line of the block is run too.
+- `<!-- readme-test: server -->`: the run command, one line, started in the background; it must
+  answer the health service on localhost:50051 before the next blocks run, and stop cleanly on
+  SIGTERM at the end.
+- `<!-- readme-test: skip -->`: a block that is shown, not run (it needs files or machines a
+  test does not have).
+
+Every other ```sh block whose lines start with `$ ` is a transcript: each command (with its
+`\\` continuation lines) runs in one bash session, in order, in the clone, and what it prints
+(stdout and stderr) must be what the README shows below it, except for what differs from run
+to run: token strings, token ids, times, page tokens. A value that the README shows in an
+earlier output and then uses in a later command (an id to revoke, a token copied into a
+variable) is replaced by the value this run printed in its place, as a reader copying it
+would.
+
+The build cache is shared through CARGO_TARGET_DIR; the commands themselves are untouched.
 """
 
 import os
@@ -16,90 +35,216 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TOKEN_RE = re.compile(r"^jt[als]_[0-9A-Za-z]{71}$")
+README = os.path.join(ROOT, "README.md")
+
+# What differs from run to run, most specific first.
+VOLATILE = [
+    ("page", r"(?<=\"nextPageToken\": \")[0-9A-Za-z_-]+"),
+    ("token", r"jt[als]_[0-9A-Za-z]{71}"),
+    ("time", r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z"),
+    ("id", r"(?<![0-9A-Za-z_])[0-9A-Za-z]{22}(?![0-9A-Za-z])"),
+]
+VOLATILE_RE = re.compile("|".join(f"(?P<{k}>{p})" for k, p in VOLATILE))
+# Shown as an ellipsis in the README: any text.
+ELLIPSIS = "…"
 
 
-def readme():
-    with open(os.path.join(ROOT, "README.md"), encoding="utf-8") as f:
-        return f.read()
+def blocks(text):
+    """(tag, body, start, end) of every ```sh block; `start`/`end` delimit its body."""
+    for m in re.finditer(r"(?:<!-- readme-test: (\w+) -->\n)?```sh\n(.*?)```", text, re.S):
+        yield m.group(1), m.group(2), m.start(2), m.end(2)
 
 
-def sh_blocks(text):
-    """The ```sh code blocks of `text`, in order."""
-    return re.findall(r"```sh\n(.*?)```", text, re.S)
+def transcript(body):
+    """The (command, expected output) pairs of a transcript block."""
+    pairs, lines, i = [], body.splitlines(), 0
+    while i < len(lines):
+        if not lines[i].startswith("$ "):
+            i += 1
+            continue
+        cmd = [lines[i][2:]]
+        while cmd[-1].endswith("\\") and i + 1 < len(lines):
+            i += 1
+            cmd.append(lines[i])
+        i += 1
+        out = []
+        while i < len(lines) and not lines[i].startswith("$ "):
+            out.append(lines[i])
+            i += 1
+        pairs.append(("\n".join(cmd), "\n".join(out)))
+    return pairs
 
 
-def run_command(text):
-    """The one command of the first code block of "## Run it"."""
-    section = text.split("\n## Run it\n", 1)[1]
-    block = sh_blocks(section)[0].strip()
-    assert "\n" not in block, f"the run command is one line: {block!r}"
-    return block
+def pattern(expected):
+    """A regex matching `expected` with its volatile values captured in order."""
+    parts, pos = [], 0
+    for m in VOLATILE_RE.finditer(expected):
+        parts.append(literal(expected[pos : m.start()]))
+        parts.append(f"({dict(VOLATILE)[m.lastgroup]})")
+        pos = m.end()
+    parts.append(literal(expected[pos:]))
+    return re.compile("".join(parts) + r"\Z", re.S)
 
 
-def bootstrap_line(text):
-    """The walk-through's `$ TOKEN=$(… bootstrap …)` line, without its prompt."""
-    for block in sh_blocks(text):
-        for line in block.splitlines():
-            if line.startswith("$ TOKEN=$(") and " bootstrap " in line:
-                return line[2:]
-    sys.exit("README: no `$ TOKEN=$(... bootstrap ...)` line")
+def literal(text):
+    return ".*?".join(re.escape(p) for p in text.split(ELLIPSIS))
 
 
-def grpcurl(*args, timeout=10):
-    return subprocess.run(
-        ["grpcurl", *args], capture_output=True, text=True, timeout=timeout
+def normalize(text):
+    # grpcurl prints an empty message as "{\n  \n}"; editors strip trailing spaces.
+    return "\n".join(line.rstrip() for line in text.strip("\n").splitlines())
+
+
+class Session:
+    """One bash process that runs commands in order, keeping variables."""
+
+    MARK = "__readme_test_done__"
+
+    def __init__(self, cwd, env):
+        self.proc = subprocess.Popen(
+            ["bash", "--norc", "--noprofile"],
+            cwd=cwd, env=env, text=True, bufsize=1,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )
+
+    def run(self, command, timeout=900):
+        self.proc.stdin.write(f"{command}\necho; echo {self.MARK} $?\n")
+        self.proc.stdin.flush()
+        out, deadline = [], time.time() + timeout
+        for line in self.proc.stdout:
+            if line.startswith(self.MARK):
+                return "".join(out)
+            out.append(line)
+            if time.time() > deadline:
+                break
+        sys.exit(f"no end to: {command}")
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait(timeout=60)
+
+
+def grpc_health(addr="localhost:50051"):
+    r = subprocess.run(
+        ["grpcurl", "-plaintext", "-d", '{"service": "jeton.v1.TokenService"}', addr,
+         "grpc.health.v1.Health/Check"],
+        capture_output=True, text=True, timeout=10,
     )
+    return r.returncode == 0 and "SERVING" in r.stdout
 
 
-def wait_serving(deadline, server):
-    body = '{"service": "jeton.v1.TokenService"}'
-    while time.time() < deadline:
-        if server.poll() is not None:
-            sys.exit(f"the run command exited with {server.returncode}")
-        r = grpcurl("-plaintext", "-d", body, "localhost:50051", "grpc.health.v1.Health/Check")
-        if r.returncode == 0 and "SERVING" in r.stdout:
-            return
-        time.sleep(1)
-    sys.exit("the service did not answer within the timeout")
+def start(command, cwd, env, **kw):
+    print(f"$ {command} &", flush=True)
+    return subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env, start_new_session=True, **kw)
 
 
-def check_run_command():
-    text = readme()
-    command, boot = run_command(text), bootstrap_line(text)
+def stop(proc):
+    os.killpg(proc.pid, signal.SIGTERM)
+    proc.wait(timeout=60)
+    return proc.returncode
+
+
+def check_dev(body, cwd, env):
+    """The first screen: the dev server prints a Validate command that validates."""
+    lines = [l for l in body.splitlines() if l.strip() and not l.startswith("#")]
+    server = start(lines[0], cwd, env, stdout=subprocess.PIPE, text=True)
+    printed = None
+    try:
+        deadline = time.time() + 900
+        for line in server.stdout:
+            if "TokenService/Validate" in line:
+                printed = line.strip()
+                break
+            if time.time() > deadline:
+                break
+        if not printed:
+            sys.exit("dev mode printed no Validate command")
+        for line in lines[1:]:
+            if "<paste" in line or "paste" in line.lower():
+                continue
+            subprocess.run(["bash", "-c", line], cwd=cwd, env=env, check=True)
+        print(f"$ {printed}", flush=True)
+        r = subprocess.run(["bash", "-c", printed], cwd=cwd, env=env, capture_output=True, text=True)
+        if '"valid": true' not in r.stdout:
+            sys.exit(f"the printed command does not validate:\n{r.stdout}{r.stderr}")
+    finally:
+        if stop(server) != 0:
+            sys.exit("dev mode did not stop cleanly on SIGTERM")
+
+
+def main(update):
+    with open(README, encoding="utf-8") as f:
+        text = f.read()
     env = dict(os.environ)
     env.setdefault("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    env["TERM"] = "dumb"
+    failures, replacements, seen = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         clone = os.path.join(tmp, "jeton")
         subprocess.run(["git", "clone", "-q", ROOT, clone], check=True)
-        print(f"$ {command}", flush=True)
-        server = subprocess.Popen(
-            ["bash", "-c", command], cwd=clone, env=env, start_new_session=True
-        )
+        server, session = None, Session(clone, env)
         try:
-            # The first run compiles jeton in release mode.
-            wait_serving(time.time() + 900, server)
-            print(f"$ {boot}", flush=True)
-            out = subprocess.run(
-                ["bash", "-c", f"{boot}\necho \"$TOKEN\""],
-                cwd=clone, env=env, capture_output=True, text=True, timeout=600,
-            )
-            token = out.stdout.strip()
-            if out.returncode != 0 or not TOKEN_RE.match(token):
-                sys.exit(f"bootstrap printed no token:\n{out.stdout}\n{out.stderr}")
-            body = '{"token": "%s"}' % token
-            r = grpcurl("-plaintext", "-d", body, "localhost:50051", "jeton.v1.TokenService/Validate")
-            if '"valid": true' not in r.stdout:
-                sys.exit(f"the bootstrap token does not validate:\n{r.stdout}{r.stderr}")
+            for tag, body, b_start, b_end in blocks(text):
+                if tag == "skip":
+                    continue
+                if tag == "dev":
+                    check_dev(body, clone, env)
+                    continue
+                if tag == "server":
+                    command = body.strip()
+                    assert "\n" not in command, f"the run command is one line: {command!r}"
+                    server = start(command, clone, env)
+                    deadline = time.time() + 900
+                    while not grpc_health():
+                        if server.poll() is not None:
+                            sys.exit(f"the run command exited with {server.returncode}")
+                        if time.time() > deadline:
+                            sys.exit("the service did not answer within 15 minutes")
+                        time.sleep(1)
+                    continue
+                pairs = transcript(body)
+                if not pairs:
+                    continue
+                new_body = body
+                for command, expected in pairs:
+                    # A value shown earlier stands for the one this run printed.
+                    for old, new in seen.items():
+                        command = command.replace(old, new)
+                    print(f"$ {command}", flush=True)
+                    actual = normalize(session.run(command))
+                    want = normalize(expected)
+                    m = pattern(want).match(actual)
+                    olds = [v.group(0) for v in VOLATILE_RE.finditer(want)]
+                    news = list(m.groups()) if m else [v.group(0) for v in VOLATILE_RE.finditer(actual)]
+                    if len(olds) == len(news):
+                        seen.update(zip(olds, news))
+                    if update and expected.strip():
+                        new_body = new_body.replace(expected, actual, 1)
+                    elif not m:
+                        failures.append((command, want, actual))
+                if update and new_body != body:
+                    replacements.append((b_start, b_end, new_body))
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(timeout=60)
-        if server.returncode != 0:
-            sys.exit(f"the server did not stop cleanly on SIGTERM: {server.returncode}")
-        if not os.path.exists(os.path.join(clone, "jeton.db")):
-            sys.exit("no jeton.db in the directory the service was started from")
-    print("README run command, bootstrap and validation: ok")
+            session.close()
+            if server and stop(server) != 0:
+                failures.append(("(server)", "a clean stop on SIGTERM", f"exit {server.returncode}"))
+    if update:
+        for b_start, b_end, new_body in sorted(replacements, reverse=True):
+            text = text[:b_start] + new_body + text[b_end:]
+        # Commands that use a value shown earlier now use the one this run printed.
+        for old, new in seen.items():
+            if len(old) >= 22:
+                text = text.replace(old, new)
+        with open(README, "w", encoding="utf-8") as f:
+            f.write(text)
+        print(f"README: {len(replacements)} block(s) rewritten from a real run")
+        return
+    for command, want, actual in failures:
+        print(f"\n--- {command}\n--- README shows:\n{want}\n--- this run printed:\n{actual}")
+    if failures:
+        sys.exit(f"\nREADME: {len(failures)} command(s) print something else")
+    print("README: every command ran as written and printed what the README shows")
 
 
 if __name__ == "__main__":
-    {"run-command": check_run_command}[sys.argv[1]]()
+    main("--update" in sys.argv[1:])
