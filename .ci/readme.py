@@ -41,7 +41,7 @@ README = os.path.join(ROOT, "README.md")
 VOLATILE = [
     ("page", r"(?<=\"nextPageToken\": \")[0-9A-Za-z_-]+"),
     ("token", r"jt[als]_[0-9A-Za-z]{71}"),
-    ("time", r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z"),
+    ("time", r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?(?:Z|[+-]\d\d:\d\d)"),
     ("id", r"(?<![0-9A-Za-z_])[0-9A-Za-z]{22}(?![0-9A-Za-z])"),
 ]
 VOLATILE_RE = re.compile("|".join(f"(?P<{k}>{p})" for k, p in VOLATILE))
@@ -90,6 +90,16 @@ def literal(text):
     return ".*?".join(re.escape(p) for p in text.split(ELLIPSIS))
 
 
+def volatile(text):
+    """The (kind, value) of every volatile value in `text`, in order."""
+    return [(m.lastgroup, m.group(0)) for m in VOLATILE_RE.finditer(text)]
+
+
+def longest_first(seen):
+    """Replacements, a whole token before the id inside it."""
+    return sorted(seen.items(), key=lambda kv: -len(kv[0]))
+
+
 def normalize(text):
     # grpcurl prints an empty message as "{\n  \n}"; editors strip trailing spaces.
     return "\n".join(line.rstrip() for line in text.strip("\n").splitlines())
@@ -135,6 +145,7 @@ def grpc_health(addr="localhost:50051"):
 
 def start(command, cwd, env, **kw):
     print(f"$ {command} &", flush=True)
+    kw.setdefault("stderr", open(os.path.join(cwd, "..", "server.log"), "a"))
     return subprocess.Popen(["bash", "-c", command], cwd=cwd, env=env, start_new_session=True, **kw)
 
 
@@ -178,6 +189,8 @@ def main(update):
     env = dict(os.environ)
     env.setdefault("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     env["TERM"] = "dumb"
+    # Logs as a reader sees them on a terminal (text), though this runs without one.
+    env["JETON_LOG_FORMAT"] = "pretty"
     failures, replacements, seen = [], [], {}
     with tempfile.TemporaryDirectory() as tmp:
         clone = os.path.join(tmp, "jeton")
@@ -206,20 +219,25 @@ def main(update):
                 if not pairs:
                     continue
                 new_body = body
-                for command, expected in pairs:
+                for raw, expected in pairs:
                     # A value shown earlier stands for the one this run printed.
-                    for old, new in seen.items():
+                    command = raw
+                    for old, new in longest_first(seen):
                         command = command.replace(old, new)
                     print(f"$ {command}", flush=True)
                     actual = normalize(session.run(command))
                     want = normalize(expected)
                     m = pattern(want).match(actual)
-                    olds = [v.group(0) for v in VOLATILE_RE.finditer(want)]
-                    news = list(m.groups()) if m else [v.group(0) for v in VOLATILE_RE.finditer(actual)]
-                    if len(olds) == len(news):
-                        seen.update(zip(olds, news))
+                    olds = volatile(want)
+                    news = volatile(actual)
+                    if [k for k, _ in olds] == [k for k, _ in news]:
+                        seen.update(
+                            (o, n) for (k, o), (_, n) in zip(olds, news) if k in ("token", "id")
+                        )
                     if update and expected.strip():
                         new_body = new_body.replace(expected, actual, 1)
+                    elif update and actual:
+                        new_body = new_body.replace(f"$ {raw}\n", f"$ {raw}\n{actual}\n", 1)
                     elif not m:
                         failures.append((command, want, actual))
                 if update and new_body != body:
@@ -232,7 +250,7 @@ def main(update):
         for b_start, b_end, new_body in sorted(replacements, reverse=True):
             text = text[:b_start] + new_body + text[b_end:]
         # Commands that use a value shown earlier now use the one this run printed.
-        for old, new in seen.items():
+        for old, new in longest_first(seen):
             if len(old) >= 22:
                 text = text.replace(old, new)
         with open(README, "w", encoding="utf-8") as f:

@@ -36,7 +36,7 @@ pub struct Cli {
     pub config: Option<PathBuf>,
     /// Log filter in tracing's EnvFilter syntax, e.g. "info" or "debug,sqlx=warn"
     #[arg(long, env = "JETON_LOG", global = true, value_name = "FILTER",
-          default_value = "info,sqlx=warn", value_parser = parse::log_filter)]
+          default_value = "info,sqlx=warn,sea_orm_migration=warn", value_parser = parse::log_filter)]
     pub log: String,
     /// Log line format: "json" (one object per line), "pretty" (text), or "auto" (text on a
     /// terminal, JSON otherwise)

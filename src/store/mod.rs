@@ -296,7 +296,11 @@ impl Store {
 
     /// Brings the schema up to date.
     pub(crate) async fn migrate(&self) -> Result<()> {
+        let pending = Migrator::get_pending_migrations(&self.db).await?.len();
         Migrator::up(&self.db, None).await?;
+        if pending > 0 {
+            tracing::info!(applied = pending, schema = %current_schema(), "database schema brought up to date");
+        }
         Ok(())
     }
 
