@@ -646,6 +646,8 @@ async fn a_backup_taken_under_load_restores_into_a_server_that_validates_the_sam
                     .await;
                 let _ = b.generate(generate_req(&format!("during-{i}"), &[])).await;
                 i += 1;
+                // Steady load, not a CPU hog: other tests share these two cores.
+                tokio::time::sleep(Duration::from_millis(5)).await;
             }
         })
     };
