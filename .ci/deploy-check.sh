@@ -266,9 +266,8 @@ if not errors:
           and int(ann.get("prometheus.io/port", 0)) == ports["metrics"],
           "kubernetes: Prometheus annotations do not point at the metrics port")
 
-    # Shutdown: the pod gets longer than preStop + JETON_SHUTDOWN_GRACE.
-    pre = main.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", [])
-    pre_sleep = int(pre[1]) if pre[:1] == ["sleep"] else 0
+    # Shutdown: the pod gets longer than JETON_SHUTDOWN_DELAY + JETON_SHUTDOWN_GRACE.
+    pre_sleep = seconds(config.get("JETON_SHUTDOWN_DELAY", "0s"))
     grace = seconds(config.get("JETON_SHUTDOWN_GRACE", "10s"))
     check(spec.get("terminationGracePeriodSeconds", 30) > pre_sleep + grace,
           "kubernetes: terminationGracePeriodSeconds <= preStop sleep + JETON_SHUTDOWN_GRACE")

@@ -304,6 +304,32 @@ async fn metrics_count_what_happened_and_carry_no_request_values() {
     let refused = anyone.list(proto::ListRequest::default()).await;
     assert_code(refused, Code::Unauthenticated, "");
     let after = scrape(&metrics);
+    let forged = crate::tokens::forge(&format!("jta_{}{}", "F".repeat(22), "G".repeat(43)));
+    let mut stranger = TokenServiceClient::with_interceptor(channel.clone(), Meta::bearer(&forged));
+    let r = stranger.list(proto::ListRequest::default()).await;
+    assert_code(r, Code::Unauthenticated, "");
+
+    // Refused calls leave a line at info: method, peer, reason — never the credential.
+    let log = server.log();
+    let refused: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("request refused"))
+        .collect();
+    assert_eq!(refused.len(), 2, "{log}");
+    assert!(
+        refused[0].contains("TokenService/List")
+            && refused[0].contains("UNAUTHENTICATED")
+            && refused[0].contains("missing credential")
+            && refused[0].contains("127.0.0.1"),
+        "{}",
+        refused[0]
+    );
+    assert!(
+        refused[1].contains("invalid bearer token"),
+        "{}",
+        refused[1]
+    );
+    assert!(!log.contains(&forged[26..69]) && !log.contains(&admin[26..69]));
 
     let m = |method: &str, code: &str| {
         format!(

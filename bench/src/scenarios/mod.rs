@@ -2,6 +2,7 @@
 //! section of the report (a `##` heading, what is measured and how, the figures).
 
 mod cold;
+mod instrumentation;
 mod last_use;
 mod list;
 mod memory;
@@ -32,11 +33,14 @@ pub enum Scenario {
     Propagation,
     /// Database writes of last-use times
     LastUse,
+    /// Cached Validate with and without metrics
+    Instrumentation,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 6] = [
+    pub const ALL: [Scenario; 7] = [
         Scenario::Validate,
+        Scenario::Instrumentation,
         Scenario::Cold,
         Scenario::List,
         Scenario::Memory,
@@ -52,6 +56,7 @@ impl Scenario {
             Scenario::Memory => "Memory per cached token",
             Scenario::Propagation => "Revocation across replicas",
             Scenario::LastUse => "Database writes for 10^6 validations of one token",
+            Scenario::Instrumentation => "The cost of metrics on cached `Validate`",
         }
     }
 
@@ -71,6 +76,7 @@ pub async fn run(scenario: Scenario, ctx: &Ctx) -> Result<String, BoxError> {
         Scenario::Memory => memory::run(ctx).await,
         Scenario::Propagation => propagation::run(ctx).await,
         Scenario::LastUse => last_use::run(ctx).await,
+        Scenario::Instrumentation => instrumentation::run(ctx).await,
     }
 }
 
@@ -129,12 +135,23 @@ impl Ctx {
     /// Starts `jeton serve` on `db` with `args`, on the server core when `pinned` (and
     /// pinning works here), with metrics when it has them.
     pub fn serve(&self, db: &str, pinned: bool, args: &[String]) -> Result<Server, BoxError> {
+        self.serve_with_metrics(db, pinned, args, self.metrics)
+    }
+
+    /// [`Ctx::serve`], with metrics on or off.
+    pub fn serve_with_metrics(
+        &self,
+        db: &str,
+        pinned: bool,
+        args: &[String],
+        metrics: bool,
+    ) -> Result<Server, BoxError> {
         Server::start(Launch {
             jeton: &self.jeton,
             db,
             core: self.pinning.server_core().filter(|_| pinned),
             args: args.to_vec(),
-            metrics: self.metrics,
+            metrics: metrics && self.metrics,
         })
     }
 
