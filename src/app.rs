@@ -12,7 +12,7 @@ use crate::hashing::{HashError, Hasher};
 use crate::last_use::{self, LastUse};
 use crate::readiness::Readiness;
 use crate::store::{Store, StoreError};
-use crate::usecase::{self, UseCases};
+use crate::usecase::{self, Core, UseCases};
 use crate::validation::Validator;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -149,14 +149,14 @@ impl Server {
         let hasher = Hasher::new(&config.hashing(), pepper)?;
         let validator = Validator::new(store.clone(), hasher.clone(), &config.cache());
         let last_use = Arc::new(LastUse::new(store.clone()));
-        let cases = UseCases::new(
-            store.clone(),
+        let cases = UseCases::new(Core {
+            store: store.clone(),
             hasher,
             clock,
-            validator.clone(),
-            last_use.clone(),
-            config.policy(),
-        );
+            validator: validator.clone(),
+            last_use: last_use.clone(),
+            policy: config.policy(),
+        });
         Ok(Self {
             listener,
             metrics,

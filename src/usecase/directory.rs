@@ -45,13 +45,7 @@ const SWEEP_BATCH: u64 = 100;
 const NO_SUCH_PRINCIPAL: Error = Error::NotFound("no such principal");
 
 fn require_admin(actor: &Actor) -> Result<()> {
-    if actor.is_admin() {
-        Ok(())
-    } else {
-        Err(Error::PermissionDenied(
-            "the directory is managed by admins only".into(),
-        ))
-    }
+    super::require_admin(actor, "the directory")
 }
 
 /// The audit event of a principal created or replaced.

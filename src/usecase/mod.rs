@@ -111,14 +111,25 @@ pub(crate) struct Policy {
     pub(crate) max_activation: TimeDelta,
 }
 
+/// Refuses a caller that is not an admin of its tenant: `what` is managed by admins only.
+fn require_admin(actor: &crate::domain::Actor, what: &str) -> Result<()> {
+    if actor.is_admin() {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied(format!(
+            "{what} is managed by admins only"
+        )))
+    }
+}
+
 /// What every use case works with.
 pub(crate) struct Core {
-    store: Store,
-    hasher: Hasher,
-    clock: Arc<dyn Clock>,
-    validator: Validator,
-    last_use: Arc<LastUse>,
-    policy: Policy,
+    pub(crate) store: Store,
+    pub(crate) hasher: Hasher,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) validator: Validator,
+    pub(crate) last_use: Arc<LastUse>,
+    pub(crate) policy: Policy,
 }
 
 impl Core {
@@ -171,22 +182,8 @@ pub(crate) struct UseCases {
 }
 
 impl UseCases {
-    pub(crate) fn new(
-        store: Store,
-        hasher: Hasher,
-        clock: Arc<dyn Clock>,
-        validator: Validator,
-        last_use: Arc<LastUse>,
-        policy: Policy,
-    ) -> Self {
-        let core = Arc::new(Core {
-            store,
-            hasher,
-            clock,
-            validator,
-            last_use,
-            policy,
-        });
+    pub(crate) fn new(core: Core) -> Self {
+        let core = Arc::new(core);
         Self {
             tokens: Tokens::new(core.clone()),
             access: Access::new(core.clone()),

@@ -88,13 +88,7 @@ pub(crate) async fn bootstrap(
 const TENANT_GONE: Error = Error::Unauthenticated("the caller's tenant no longer exists");
 
 fn require_admin(actor: &Actor) -> Result<()> {
-    if actor.is_admin() {
-        Ok(())
-    } else {
-        Err(Error::PermissionDenied(
-            "the tenant is managed by admins only".into(),
-        ))
-    }
+    super::require_admin(actor, "the tenant")
 }
 
 #[derive(Clone)]

@@ -7,6 +7,26 @@ use std::process::Command;
 
 pub const JETON: &str = env!("CARGO_BIN_EXE_jeton");
 
+/// A plaintext connection to a `jeton serve` at `addr`.
+pub async fn connect(addr: &str) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Runs the real `jeton` with `args`; it must succeed.
+pub fn jeton_ok(args: &[&str]) -> std::process::Output {
+    let out = Command::new(JETON).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "jeton {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// `jeton serve` on port 0 with cheap Argon2, on `db_url`, logging at `log_filter`.
 pub fn serve(db_url: &str, log_filter: &str) -> Served {
     let mut cmd = Command::new(JETON);
@@ -50,11 +70,7 @@ async fn no_secret_in_logs_at_trace() {
     assert!(admin.starts_with("jta_"));
     let server = serve(&db, "trace");
 
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(server.addr()).await;
     let mut c = TokenServiceClient::with_interceptor(channel.clone(), Meta::bearer(&admin));
     let mut secrets = vec![admin.clone()];
     for ns in [Namespace::Api, Namespace::Siem] {

@@ -3,7 +3,7 @@
 //! errors that name their cause, and a database file (or backup) that is complete.
 
 use crate::helpers::*;
-use crate::logs::{JETON, bootstrap};
+use crate::logs::{JETON, bootstrap, connect, jeton_ok};
 use jeton::grpc::proto::{self, Namespace, token_service_client::TokenServiceClient};
 use jeton_testkit::served::Served;
 use std::collections::BTreeMap;
@@ -113,15 +113,7 @@ async fn health_follows_a_database_dropped_and_recreated_empty_on_postgres() {
     assert_code(validated, Code::Unavailable, "");
 
     // An operator restores the schema: the replica serves again by itself.
-    let out = Command::new(JETON)
-        .args(["migrate", "--database-url", &url])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    jeton_ok(&["migrate", "--database-url", &url]);
     health_becomes(
         &app,
         "jeton.v1.TokenService",
@@ -270,11 +262,7 @@ async fn metrics_count_what_happened_and_carry_no_request_values() {
     .env("JETON_LOG_FORMAT", "json");
     let server = Served::start(cmd);
     let metrics = logged_addr(&server.log(), "metrics listening");
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(server.addr()).await;
     let before = scrape(&metrics);
 
     let mut anyone = TokenServiceClient::new(channel.clone());
@@ -419,11 +407,7 @@ async fn no_database_password_in_logs_at_trace_on_postgres() {
         .env("JETON_DATABASE_URL", &url)
         .env("JETON_LOG", "trace");
     let server = Served::start(cmd);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(server.addr()).await;
     let mut bearer = TokenServiceClient::with_interceptor(channel, Meta::bearer(&admin));
     bearer.list(proto::ListRequest::default()).await.unwrap();
     let (status, serve_log) = server.terminate();
@@ -565,11 +549,7 @@ fn start_up_failures_name_their_cause_and_the_port_is_bound_first() {
 
 /// Validates `tokens` against the server at `addr`; all must be valid.
 async fn all_valid(addr: &str, tokens: &[String]) {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(addr).await;
     let mut c = TokenServiceClient::new(channel);
     for t in tokens {
         let v = c
@@ -582,6 +562,19 @@ async fn all_valid(addr: &str, tokens: &[String]) {
             .into_inner();
         assert!(v.valid, "{:?}", v.reason);
     }
+}
+
+/// `n` new tokens of the bearer's.
+async fn generate_many(bearer: &mut Tokens, n: usize) -> Vec<String> {
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let g = bearer
+            .generate(generate_req(&format!("t{i}"), &[]))
+            .await
+            .unwrap();
+        out.push(g.into_inner().secret);
+    }
+    out
 }
 
 fn serve_sqlite(path: &std::path::Path) -> Served {
@@ -603,23 +596,10 @@ async fn after_a_clean_stop_the_sqlite_file_alone_is_complete() {
         "warn",
     );
     let server = serve_sqlite(&path);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(server.addr()).await;
     let mut bearer = TokenServiceClient::with_interceptor(channel, Meta::bearer(&admin));
     let mut tokens = vec![admin.clone()];
-    for i in 0..5 {
-        tokens.push(
-            bearer
-                .generate(generate_req(&format!("t{i}"), &[]))
-                .await
-                .unwrap()
-                .into_inner()
-                .secret,
-        );
-    }
+    tokens.extend(generate_many(&mut bearer, 5).await);
     let (status, _) = server.terminate();
     assert!(status.success());
 
@@ -637,23 +617,10 @@ async fn a_backup_taken_under_load_restores_into_a_server_that_validates_the_sam
     let url = format!("sqlite://{}", path.display());
     let (admin, _) = bootstrap(&url, TENANT, ADMIN, "warn");
     let server = serve_sqlite(&path);
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.addr()))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let channel = connect(server.addr()).await;
     let mut bearer = TokenServiceClient::with_interceptor(channel.clone(), Meta::bearer(&admin));
     let mut before = vec![admin.clone()];
-    for i in 0..20 {
-        before.push(
-            bearer
-                .generate(generate_req(&format!("t{i}"), &[]))
-                .await
-                .unwrap()
-                .into_inner()
-                .secret,
-        );
-    }
+    before.extend(generate_many(&mut bearer, 20).await);
     // Load while the backup runs: validations, and more tokens being written.
     let load = {
         let (mut b, mut v, tokens) = (

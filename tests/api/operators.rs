@@ -1,7 +1,7 @@
 //! What an operator does: grpcurl with reflection, the health service, the command line.
 
 use crate::helpers::*;
-use crate::logs::{JETON, bootstrap};
+use crate::logs::{JETON, bootstrap, jeton_ok};
 use jeton_testkit::served::Served;
 use std::process::Command;
 
@@ -112,15 +112,7 @@ fn migrate_creates_the_schema_and_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("fresh.db").display());
     for _ in 0..2 {
-        let out = Command::new(JETON)
-            .args(["migrate", "--database-url", &db])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        jeton_ok(&["migrate", "--database-url", &db]);
     }
     assert!(dir.path().join("fresh.db").exists());
 }
