@@ -204,12 +204,17 @@ impl TestApp {
         let (tx, rx) = oneshot::channel::<()>();
         self.stop = Some(tx);
         self.server = Some(tokio::spawn(async move {
-            server
+            let stopped = server
                 .run(async {
                     let _ = rx.await;
                 })
-                .await
-                .unwrap();
+                .await;
+            if let Err(e) = stopped {
+                panic!(
+                    "the server stopped with an error: {}",
+                    jeton::telemetry::chain(&e)
+                );
+            }
         }));
     }
 
