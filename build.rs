@@ -17,5 +17,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build_client(true)
         .build_server(true)
         .compile_fds(fds)?;
+
+    // Envoy's external authorization service: the Rust types come from envoy-types; only
+    // the descriptors are compiled here, for server reflection.
+    let envoy = "envoy/service/auth/v3/external_auth.proto";
+    println!("cargo:rerun-if-changed=vendor/proto");
+    let fds = protox::compile([envoy], ["vendor/proto"])?;
+    fs::write(out.join("envoy_descriptor.bin"), fds.encode_to_vec())?;
     Ok(())
 }

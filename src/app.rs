@@ -45,6 +45,8 @@ pub enum AppError {
     },
     #[error("metrics: {0}")]
     Metrics(String),
+    #[error("TLS of the HTTP listener: {message}")]
+    Tls { message: String },
     #[error("backup: {0}")]
     Backup(String),
     #[error("transport: {0}")]
@@ -121,6 +123,7 @@ pub struct Server {
         TcpListener,
         &'static metrics_exporter_prometheus::PrometheusHandle,
     )>,
+    http: Option<(TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
     store: Store,
     cases: UseCases,
     validator: Validator,
@@ -145,6 +148,19 @@ impl Server {
             }
             None => None,
         };
+        let http = match config.http_listen {
+            Some(addr) => {
+                let tls = match config.tls() {
+                    Some(files) => Some(
+                        crate::http::tls_acceptor(&files.cert, &files.key)
+                            .map_err(|message| AppError::Tls { message })?,
+                    ),
+                    None => None,
+                };
+                Some((bind(addr).await?, tls))
+            }
+            None => None,
+        };
         let store = open_store(&config.db).await?;
         let hasher = Hasher::new(&config.hashing(), pepper)?;
         let validator = Validator::new(store.clone(), hasher.clone(), &config.cache());
@@ -160,6 +176,7 @@ impl Server {
         Ok(Self {
             listener,
             metrics,
+            http,
             store,
             cases,
             validator,
@@ -171,6 +188,11 @@ impl Server {
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where the HTTP front door is served, when it is.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
     }
 
     /// Where metrics are served, when they are.
@@ -186,6 +208,7 @@ impl Server {
         let Self {
             listener,
             metrics,
+            http,
             store,
             cases,
             validator,
@@ -219,6 +242,13 @@ impl Server {
                 readiness: readiness.clone(),
             };
             tasks.push(serve_metrics(listener, recorder, scrape));
+        }
+        if let Some((listener, tls)) = http {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, tls = tls.is_some(), "http listening");
+            }
+            let router = crate::http::router(cases.access.clone());
+            tasks.push(crate::http::serve(listener, tls, router));
         }
         let flusher = last_use::start_flushing(last_use, config.last_use_flush_interval);
 

@@ -14,6 +14,8 @@
 //! - `validation` the validate path: cache, single flight, stale refresh, change-log follower.
 //! - `store` the only code that names SeaORM: one `impl Store` block per aggregate.
 //! - [`grpc`] the only code that names protobuf types and `tonic::Status`.
+//! - `http` the HTTP listener: forward-auth, RFC 7662 introspection, Kubernetes TokenReview.
+//! - `gate` the front door's one decision, shared by every proxy adapter.
 //! - `hashing` Argon2id on the blocking pool, bounded.
 //! - `last_use` write-behind of last-use times.
 //! - `background` tasks that stop with the server.
@@ -25,8 +27,10 @@ mod background;
 pub mod cli;
 pub mod config;
 pub mod domain;
+mod gate;
 pub mod grpc;
 mod hashing;
+mod http;
 mod last_use;
 mod metrics;
 mod readiness;

@@ -123,6 +123,11 @@ pub struct ServeConfig {
     /// Address to serve Prometheus metrics on (GET /metrics); off when not given
     #[arg(long, env = "JETON_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<SocketAddr>,
+    /// Address to serve the HTTP front door on: forward-auth (/v1/forward-auth), RFC 7662
+    /// introspection (/oauth2/introspect), Kubernetes TokenReview; HTTP/1.1, with TLS when
+    /// --tls-cert is given; off when not given
+    #[arg(long, env = "JETON_HTTP_LISTEN", value_name = "ADDR")]
+    pub http_listen: Option<SocketAddr>,
     /// Start on a throwaway database with tenant "dev" and admin "admin@dev", and print the
     /// admin's token and commands to try (for a first look, never for production)
     #[arg(long, env = "JETON_DEV", conflicts_with = "url")]

@@ -9,6 +9,7 @@
 mod auth;
 mod deadline;
 mod directory;
+mod envoy;
 mod health;
 mod observe;
 mod page;
@@ -29,4 +30,8 @@ pub mod proto {
     /// Encoded descriptors of jeton's protos, for server reflection.
     pub(crate) const FILE_DESCRIPTOR_SET: &[u8] =
         tonic::include_file_descriptor_set!("jeton_descriptor");
+
+    /// Encoded descriptors of Envoy's external authorization service, for server reflection.
+    pub(crate) const ENVOY_DESCRIPTOR_SET: &[u8] =
+        tonic::include_file_descriptor_set!("envoy_descriptor");
 }

@@ -7,7 +7,6 @@ use super::proto;
 use crate::domain::{
     Actor, ApiUrl, Assignment, AuditTarget, DisplayName, Justification, MAX_GRACE, NameError,
     Namespace, PrincipalId, Role, ScopeSet, Subject, TenantId, TokenId, TokenName, TokenStatus,
-    TokenString,
 };
 use crate::usecase::{
     ActivateInput, AuditQuery, Error, GenerateInput, ListInput, PrincipalInput, PrincipalQuery,
@@ -17,9 +16,6 @@ use chrono::{DateTime, TimeDelta, Utc};
 use prost_types::{Duration, Timestamp};
 
 type Result<T> = std::result::Result<T, Error>;
-
-/// Longest token string Validate looks at; anything longer is malformed without parsing.
-const MAX_TOKEN_FIELD: usize = 4096;
 
 fn field<T>(field: &'static str, r: std::result::Result<T, NameError>) -> Result<T> {
     r.map_err(|e| Error::invalid(field, e))
@@ -217,15 +213,9 @@ impl TryFrom<proto::ValidateRequest> for ValidateInput {
     type Error = Error;
 
     fn try_from(r: proto::ValidateRequest) -> Result<Self> {
-        Ok(ValidateInput {
-            namespace: namespace("namespace", r.namespace)?,
-            required: scopes("required_scopes", &r.required_scopes)?,
-            token: if r.token.len() > MAX_TOKEN_FIELD {
-                None
-            } else {
-                TokenString::parse(&r.token)
-            },
-        })
+        let namespace = namespace("namespace", r.namespace)?;
+        let required = scopes("required_scopes", &r.required_scopes)?;
+        Ok(crate::gate::input(Some(&r.token), namespace, required))
     }
 }
 

@@ -1,8 +1,9 @@
-//! What the gRPC port serves: jeton's two services, the standard health service and server
-//! reflection (v1, and v1alpha for grpcurl 1.8).
+//! What the gRPC port serves: jeton's two services, Envoy's external authorization, the
+//! standard health service and server reflection (v1, and v1alpha for grpcurl 1.8).
 
 use super::deadline::DeadlineLayer;
 use super::directory::DirectoryApi;
+use super::envoy::EnvoyAuthz;
 use super::observe::ObserveLayer;
 use super::proto::{
     self, directory_service_server::DirectoryServiceServer,
@@ -10,6 +11,7 @@ use super::proto::{
 };
 use super::tokens::TokenApi;
 use crate::usecase::UseCases;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
 
@@ -25,6 +27,7 @@ pub(crate) async fn services(
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(proto::ENVOY_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
     let tokens = TokenApi {
@@ -36,11 +39,15 @@ pub(crate) async fn services(
         tenants: cases.tenants.clone(),
         access: cases.access.clone(),
     };
+    let envoy = EnvoyAuthz {
+        access: cases.access.clone(),
+    };
     let routes = Routes::new(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(TokenServiceServer::new(tokens))
-        .add_service(DirectoryServiceServer::new(directory));
+        .add_service(DirectoryServiceServer::new(directory))
+        .add_service(AuthorizationServer::new(envoy));
     Ok((routes, health))
 }
 

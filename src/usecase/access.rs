@@ -15,6 +15,9 @@ pub(crate) struct ValidateInput {
     pub(crate) token: Option<TokenString>,
     pub(crate) namespace: Namespace,
     pub(crate) required: ScopeSet,
+    /// Only a token of this tenant is good (a caller that may look at its own tenant's
+    /// tokens only); another tenant's answers as if it did not exist, and is not used.
+    pub(crate) tenant: Option<TenantId>,
 }
 
 /// A token that passed validation: its metadata (with this use recorded) and what it grants.
@@ -60,6 +63,9 @@ impl Access {
             return Ok(Err(Reason::NotFound));
         };
         let mut token = entry.token();
+        if input.tenant.as_ref().is_some_and(|t| *t != token.tenant) {
+            return Ok(Err(Reason::NotFound));
+        }
         let owner = core.validator.owner(&token).await?;
         let now = core.now();
         Ok(
