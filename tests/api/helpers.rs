@@ -114,6 +114,8 @@ pub enum Transport {
 
 pub struct TestApp {
     pub addr: SocketAddr,
+    /// The HTTP front door, when the test asked for one (`http_listen`).
+    pub http: Option<SocketAddr>,
     pub clock: Arc<ManualClock>,
     /// The bootstrap token of ADMIN in TENANT.
     pub admin: String,
@@ -171,6 +173,7 @@ impl TestApp {
         ));
         let mut app = Self {
             addr: "127.0.0.1:0".parse().unwrap(),
+            http: None,
             clock,
             admin: String::new(),
             db_url,
@@ -201,6 +204,7 @@ impl TestApp {
         tweak(&mut settings);
         let server = Server::build(settings, self.clock.clone()).await.unwrap();
         self.addr = server.local_addr().unwrap();
+        self.http = server.http_addr();
         let (tx, rx) = oneshot::channel::<()>();
         self.stop = Some(tx);
         self.server = Some(tokio::spawn(async move {
@@ -221,18 +225,28 @@ impl TestApp {
     /// Another replica: a second server, with its own cache and pool, on the same database
     /// and clock.
     pub async fn replica(&self) -> TestApp {
+        self.replica_with(self.transport, |_| {}).await
+    }
+
+    /// Another replica, on `transport`, with settings of its own.
+    pub async fn replica_with(
+        &self,
+        transport: Transport,
+        tweak: impl FnOnce(&mut ServeConfig),
+    ) -> TestApp {
         let mut r = TestApp {
             addr: self.addr,
+            http: None,
             clock: self.clock.clone(),
             admin: self.admin.clone(),
             db_url: self.db_url.clone(),
-            transport: self.transport,
+            transport,
             dir: tempfile::tempdir().unwrap(),
             _pg_database: None,
             stop: None,
             server: None,
         };
-        r.start(|_| {}).await;
+        r.start(tweak).await;
         r
     }
 
@@ -613,5 +627,59 @@ async fn pipe(
                 _ => return,
             },
         }
+    }
+}
+
+/// An HTTP/1.1 answer: status, headers (lower-case names), body.
+#[derive(Debug)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpAnswer {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One HTTP/1.1 request over a fresh plaintext connection (`Connection: close`).
+pub async fn http(
+    addr: SocketAddr,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> HttpAnswer {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = format!("{method} {target} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str(&format!("content-length: {}\r\n\r\n{body}", body.len()));
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    HttpAnswer {
+        status,
+        headers,
+        body: body.to_owned(),
     }
 }

@@ -6,6 +6,7 @@ mod bad_input;
 mod credentials;
 mod deploy;
 mod directory;
+mod frontdoor;
 mod helpers;
 mod logs;
 mod operability;
