@@ -3,6 +3,7 @@
 //! kept whole, in nanoseconds.
 
 use crate::server::Server;
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
 use indicatif::ProgressBar;
 use jeton::grpc::proto::{self, token_service_client::TokenServiceClient};
 use jeton_testkit::BoxError;
@@ -56,6 +57,11 @@ pub enum Call {
     /// `grpc.health.v1.Health/Check` for "jeton.v1.TokenService": the same server's
     /// cheapest RPC.
     Empty,
+    /// Envoy's `Authorization/Check` with the token as a bearer header, on the gRPC port.
+    ExtAuthz,
+    /// `GET /v1/forward-auth` on the HTTP listener, one keep-alive HTTP/1.1 connection per
+    /// loop (HTTP/1.1 has one call in flight per connection).
+    ForwardAuth,
 }
 
 impl std::fmt::Display for Call {
@@ -63,6 +69,8 @@ impl std::fmt::Display for Call {
         f.write_str(match self {
             Call::Validate => "Validate",
             Call::Empty => "empty RPC",
+            Call::ExtAuthz => "ext_authz Check",
+            Call::ForwardAuth => "forward-auth",
         })
     }
 }
@@ -110,13 +118,25 @@ pub async fn run(server: &Server, load: &Load<'_>) -> Result<Window, BoxError> {
     }
     let from = Instant::now() + load.warmup;
     let until = from + load.window;
-    let tasks: Vec<_> = (0..load.inflight.max(1))
-        .map(|slot| {
-            let client = Client::new(channels[slot % channels.len()].clone());
-            let tokens = load.tokens.clone();
-            tokio::spawn(client.repeat(load.call, tokens, slot, from, until))
-        })
-        .collect();
+    let http = match load.call {
+        Call::ForwardAuth => Some(
+            server
+                .http_addr()
+                .ok_or("the server has no HTTP listener (--http-listen)")?,
+        ),
+        _ => None,
+    };
+    let mut tasks = Vec::new();
+    for slot in 0..load.inflight.max(1) {
+        let mut client = Client::new(channels[slot % channels.len()].clone());
+        if let Some(addr) = &http {
+            client.http = Some(HttpConn::open(addr).await?);
+        }
+        let tokens = load.tokens.clone();
+        tasks.push(tokio::spawn(
+            client.repeat(load.call, tokens, slot, from, until),
+        ));
+    }
     tokio::time::sleep_until(from.into()).await;
     let cpu0 = server.cpu();
     let mut all = Vec::new();
@@ -143,13 +163,17 @@ pub async fn run(server: &Server, load: &Load<'_>) -> Result<Window, BoxError> {
 struct Client {
     tokens: TokenServiceClient<Channel>,
     health: HealthClient<Channel>,
+    envoy: AuthorizationClient<Channel>,
+    http: Option<HttpConn>,
 }
 
 impl Client {
     fn new(channel: Channel) -> Self {
         Self {
             tokens: TokenServiceClient::new(channel.clone()),
-            health: HealthClient::new(channel),
+            health: HealthClient::new(channel.clone()),
+            envoy: AuthorizationClient::new(channel),
+            http: None,
         }
     }
 
@@ -175,6 +199,8 @@ impl Client {
             match call {
                 Call::Validate => self.validate(&tokens[i % tokens.len()]).await?,
                 Call::Empty => self.empty().await?,
+                Call::ExtAuthz => self.ext_authz(&tokens[i % tokens.len()]).await?,
+                Call::ForwardAuth => self.forward_auth(&tokens[i % tokens.len()]).await?,
             }
             if t0 >= from {
                 lat.push(nanos(t0.elapsed()));
@@ -188,6 +214,44 @@ impl Client {
             Ok(())
         } else {
             Err(format!("Validate answered invalid ({:?})", r.reason()))
+        }
+    }
+
+    async fn ext_authz(&mut self, token: &str) -> Result<(), String> {
+        use envoy_types::pb::envoy::service::auth::v3::{
+            AttributeContext, CheckRequest, attribute_context, check_response::HttpResponse,
+        };
+        let headers = [("authorization".to_owned(), format!("Bearer {token}"))].into();
+        let req = CheckRequest {
+            attributes: Some(AttributeContext {
+                request: Some(attribute_context::Request {
+                    http: Some(attribute_context::HttpRequest {
+                        headers,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+        };
+        let res = self
+            .envoy
+            .check(req)
+            .await
+            .map_err(|e| format!("Check failed: {e}"))?
+            .into_inner();
+        match res.http_response {
+            Some(HttpResponse::OkResponse(_)) => Ok(()),
+            other => Err(format!("Check denied a cached token: {other:?}")),
+        }
+    }
+
+    async fn forward_auth(&mut self, token: &str) -> Result<(), String> {
+        let conn = self.http.as_mut().ok_or("no HTTP connection")?;
+        match conn.get_forward_auth(token).await {
+            Ok(200) => Ok(()),
+            Ok(status) => Err(format!("forward-auth answered {status} for a cached token")),
+            Err(e) => Err(format!("forward-auth failed: {e}")),
         }
     }
 
@@ -264,4 +328,62 @@ pub async fn validate_each(
         task.await??;
     }
     Ok(start.elapsed())
+}
+
+/// One keep-alive HTTP/1.1 connection (jeton's HTTP listener answers forward-auth with no
+/// body, so a response ends with its header section).
+pub struct HttpConn {
+    stream: tokio::io::BufReader<tokio::net::TcpStream>,
+    host: String,
+    line: String,
+}
+
+impl HttpConn {
+    pub async fn open(addr: &str) -> Result<Self, BoxError> {
+        let tcp = tokio::net::TcpStream::connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        Ok(Self {
+            stream: tokio::io::BufReader::new(tcp),
+            host: addr.to_owned(),
+            line: String::new(),
+        })
+    }
+
+    /// `GET /v1/forward-auth` with `token`; the status code.
+    pub async fn get_forward_auth(&mut self, token: &str) -> std::io::Result<u16> {
+        use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+        let req = format!(
+            "GET /v1/forward-auth?namespace=api HTTP/1.1\r\nhost: {}\r\nauthorization: Bearer {token}\r\n\r\n",
+            self.host
+        );
+        self.stream.get_mut().write_all(req.as_bytes()).await?;
+        let mut status = 0;
+        let mut length = 0usize;
+        loop {
+            self.line.clear();
+            if self.stream.read_line(&mut self.line).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            let line = self.line.trim_end();
+            if line.is_empty() {
+                break;
+            }
+            if status == 0 {
+                status = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or(0);
+            } else if let Some((k, v)) = line.split_once(':')
+                && k.eq_ignore_ascii_case("content-length")
+            {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+        if length > 0 {
+            let mut body = vec![0u8; length];
+            self.stream.read_exact(&mut body).await?;
+        }
+        Ok(status)
+    }
 }

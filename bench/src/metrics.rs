@@ -85,7 +85,12 @@ pub fn wait_for_addr(served: &Served) -> Option<String> {
 
 /// The address of the first "metrics listening" line of `log`.
 fn addr_in_log(log: &str) -> Option<String> {
-    let line = log.lines().find(|l| l.contains("metrics listening"))?;
+    logged_addr(log, "metrics listening")
+}
+
+/// The address on the first line of `log` that contains `what` ("http listening", …).
+pub fn logged_addr(log: &str, what: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains(what))?;
     let addr = match line.split("\"addr\":\"").nth(1) {
         Some(rest) => rest.split('"').next()?,
         None => line.split("addr=").nth(1)?.split_whitespace().next()?,

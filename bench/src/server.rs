@@ -136,6 +136,11 @@ impl Server {
         self.served.rss()
     }
 
+    /// The HTTP front door's address, when started with `--http-listen`.
+    pub fn http_addr(&self) -> Option<String> {
+        metrics::logged_addr(&self.served.log(), "http listening")
+    }
+
     pub fn has_metrics(&self) -> bool {
         self.metrics.is_some()
     }

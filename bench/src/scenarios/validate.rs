@@ -35,6 +35,7 @@ pub async fn run(ctx: &Ctx) -> Result<String, BoxError> {
     ctx.bootstrap(&db)?;
     let tokens = Arc::new(ctx.seed(&db, ctx.args.tokens, true, 0).await?);
     let mut args = flags(&[
+        ("--http-listen", "127.0.0.1:0".into()),
         ("--cache-ttl", "1h".into()),
         ("--last-use-flush-interval", "1h".into()),
         // Room to spare: at capacity the cache may refuse new entries.
@@ -59,9 +60,75 @@ pub async fn run(ctx: &Ctx) -> Result<String, BoxError> {
         }
     }
     bar.finish();
+    let adapters = adapters(ctx, &server, &tokens).await?;
     server.stop()?;
     let plotted = draw(ctx, &rows)?;
-    Ok(render(ctx, &rows, &cached, plotted.as_deref()))
+    Ok(render(ctx, &rows, &cached, plotted.as_deref()) + &adapters)
+}
+
+/// The proxy adapters beside Validate, same server, same tokens: Envoy's `Check` over gRPC
+/// (4 connections × 64 in flight, as Validate) and forward-auth over 64 keep-alive HTTP/1.1
+/// connections (64 in flight), alternating with Validate.
+async fn adapters(
+    ctx: &Ctx,
+    server: &Server,
+    tokens: &Arc<Vec<String>>,
+) -> Result<String, BoxError> {
+    let repeats = ctx.args.repeats;
+    let calls = [Call::Validate, Call::ExtAuthz, Call::ForwardAuth];
+    let bar = ctx.progress.counter(
+        (calls.len() * repeats as usize) as u64,
+        "adapters beside Validate",
+    );
+    let mut windows: Vec<Vec<Window>> = calls.iter().map(|_| Vec::new()).collect();
+    for r in 0..repeats as usize {
+        for k in 0..calls.len() {
+            // Rotate the order on every repeat.
+            let i = (k + r) % calls.len();
+            let call = calls[i];
+            let conns = if call == Call::ForwardAuth { 64 } else { 4 };
+            let load = Load {
+                call,
+                tokens,
+                conns,
+                inflight: 64,
+                warmup: WARMUP,
+                window: Duration::from_secs(ctx.args.seconds),
+            };
+            windows[i].push(load::run(server, &load).await?);
+            bar.inc(1);
+        }
+    }
+    bar.finish();
+    let validate_cpu = Medians::of(&windows[0]).cpu_us;
+    let body: Vec<Vec<String>> = calls
+        .iter()
+        .zip(&windows)
+        .map(|(call, ws)| {
+            let m = Medians::of(ws);
+            vec![
+                call.to_string(),
+                m.rate(),
+                format!("{:.3} / {:.3}", m.p50, m.p99),
+                format!("{:.1}", m.cpu_us),
+                format!("**{:.2}**", m.cpu_us / validate_cpu.max(f64::MIN_POSITIVE)),
+            ]
+        })
+        .collect();
+    Ok(format!(
+        "\n### The proxy adapters beside `Validate`\n\nThe same server and cached tokens: Envoy's `envoy.service.auth.v3.Authorization/Check` on the gRPC port (4 connections × 64 in flight, like the Validate row it is compared with) and `GET /v1/forward-auth` on the HTTP listener over 64 keep-alive HTTP/1.1 connections (64 in flight; HTTP/1.1 has one call in flight per connection). {repeats} windows of {} s each, the three calls alternating in a rotating order; medians. Target: each adapter within 1.3× of Validate's server CPU per call.\n\n{}",
+        ctx.args.seconds,
+        table(
+            &[
+                "call",
+                "calls/s",
+                "p50 / p99 ms",
+                "server CPU µs per call",
+                "CPU / Validate's"
+            ],
+            &body,
+        )
+    ))
 }
 
 /// Validates every token once (fills the cache), then checks they are all cached: a second
