@@ -1,10 +1,12 @@
 //! Argon2id hashing and verification of token secrets, off the async worker threads.
 //!
 //! Every computation runs on tokio's blocking pool, and at most `max_concurrent` run at
-//! once: a flood of wrong secrets queues here instead of starving the runtime, and a caller
-//! that waits longer than `queue_timeout` for its turn is told to come back later. Verifying
-//! against an unknown id costs one full verification against a dummy hash made with the
-//! same parameters, so response times do not tell an attacker which ids exist.
+//! once; a caller that waits longer than `queue_timeout` for its turn is told to come back
+//! later. Verifications for ids that recently failed one — the ids someone is guessing
+//! secrets for — are [`Lane::Suspect`]: they share at most half of the computations (at
+//! least one), so that a flood of wrong secrets for a handful of real ids cannot hold every
+//! slot, and other tokens' first validations and `Generate` go on. (An unknown id costs no
+//! Argon2 at all: ids are public, see SECURITY.md.)
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
 use std::sync::Arc;
@@ -41,6 +43,16 @@ impl std::fmt::Debug for Pepper {
     }
 }
 
+/// Which share of the Argon2 slots a verification may take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lane {
+    /// Any slot.
+    Normal,
+    /// At most half of them, together with the other suspect verifications: for ids that
+    /// recently failed a verification.
+    Suspect,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum HashError {
     #[error("too many secret verifications in progress")]
@@ -57,10 +69,9 @@ pub(crate) struct Hasher {
     pepper: Pepper,
     permits: Arc<Semaphore>,
     queue_timeout: Duration,
-    /// A hash of a random string with the current parameters, verified against when an id is
-    /// unknown so that the answer costs the same as a wrong secret.
-    dummy: Arc<str>,
-    /// Verifications run so far (benchmarks and tests read it).
+    /// The share of the slots that suspect verifications may hold.
+    suspects: Arc<Semaphore>,
+    /// Verifications run so far (tests read it).
     verifications: Arc<std::sync::atomic::AtomicU64>,
 }
 
@@ -73,19 +84,15 @@ impl Hasher {
             None,
         )
         .map_err(|e| HashError::Settings(e.to_string()))?;
-        let mut hasher = Self {
+        let slots = settings.max_concurrent.max(1);
+        Ok(Self {
             params,
             pepper,
-            permits: Arc::new(Semaphore::new(settings.max_concurrent.max(1))),
+            permits: Arc::new(Semaphore::new(slots)),
+            suspects: Arc::new(Semaphore::new((slots / 2).max(1))),
             queue_timeout: settings.queue_timeout,
-            dummy: Arc::from(""),
             verifications: Arc::default(),
-        };
-        let mut random = [0u8; 32];
-        rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut random)
-            .map_err(|e| HashError::Failed(e.to_string()))?;
-        hasher.dummy = Arc::from(hash_now(&hasher.params, &hasher.pepper, &random)?);
-        Ok(hasher)
+        })
     }
 
     /// Hashes a secret into a PHC string (with a fresh random salt).
@@ -94,15 +101,16 @@ impl Hasher {
         if let Some(m) = crate::metrics::get() {
             m.argon2_hashes.increment(1);
         }
-        self.run(move || hash_now(&params, &pepper, &secret)).await
+        self.run(Lane::Normal, move || hash_now(&params, &pepper, &secret))
+            .await
     }
 
-    /// Whether `secret` matches `phc`; with `None`, spends the same work on a dummy hash and
-    /// answers false. The comparison inside is constant-time.
+    /// Whether `secret` matches `phc`. The comparison inside is constant-time.
     pub(crate) async fn verify(
         &self,
         secret: Vec<u8>,
-        phc: Option<String>,
+        phc: String,
+        lane: Lane,
     ) -> Result<bool, HashError> {
         let pepper = self.pepper.clone();
         self.verifications
@@ -110,11 +118,7 @@ impl Hasher {
         if let Some(m) = crate::metrics::get() {
             m.argon2_verifications.increment(1);
         }
-        let (phc, known) = match phc {
-            Some(p) => (p, true),
-            None => (self.dummy.to_string(), false),
-        };
-        self.run(move || Ok(verify_now(&pepper, &phc, &secret)? && known))
+        self.run(lane, move || verify_now(&pepper, &phc, &secret))
             .await
     }
 
@@ -126,16 +130,25 @@ impl Hasher {
 
     async fn run<T: Send + 'static>(
         &self,
+        lane: Lane,
         job: impl FnOnce() -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
         let metrics = crate::metrics::get();
         if let Some(m) = metrics {
             m.argon2_waiting.increment(1.0);
         }
-        let permit = tokio::time::timeout(self.queue_timeout, self.permits.clone().acquire_owned())
+        let permits = async {
+            let share = match lane {
+                Lane::Normal => None,
+                Lane::Suspect => Some(self.suspects.clone().acquire_owned().await.ok()?),
+            };
+            let slot = self.permits.clone().acquire_owned().await.ok()?;
+            Some((slot, share))
+        };
+        let permit = tokio::time::timeout(self.queue_timeout, permits)
             .await
             .ok()
-            .and_then(Result::ok);
+            .flatten();
         if let Some(m) = metrics {
             m.argon2_waiting.decrement(1.0);
         }
@@ -246,12 +259,15 @@ mod tests {
             let phc = h.hash(b"secret".to_vec()).await.unwrap();
             assert!(phc.starts_with("$argon2id$v=19$m=256,t=1,p=1$"), "{phc}");
             assert!(
-                h.verify(b"secret".to_vec(), Some(phc.clone()))
+                h.verify(b"secret".to_vec(), phc.clone(), Lane::Normal)
                     .await
                     .unwrap()
             );
-            assert!(!h.verify(b"secreT".to_vec(), Some(phc)).await.unwrap());
-            assert!(!h.verify(b"secret".to_vec(), None).await.unwrap());
+            assert!(
+                !h.verify(b"secreT".to_vec(), phc, Lane::Suspect)
+                    .await
+                    .unwrap()
+            );
         }
     }
 
@@ -260,7 +276,11 @@ mod tests {
         let a = Hasher::new(&cheap(), Pepper::new(b"one".to_vec())).unwrap();
         let b = Hasher::new(&cheap(), Pepper::new(b"two".to_vec())).unwrap();
         let phc = a.hash(b"secret".to_vec()).await.unwrap();
-        assert!(!b.verify(b"secret".to_vec(), Some(phc)).await.unwrap());
+        assert!(
+            !b.verify(b"secret".to_vec(), phc, Lane::Normal)
+                .await
+                .unwrap()
+        );
     }
 
     /// Beyond `max_concurrent`, callers wait at most `queue_timeout`, then are told to come
@@ -289,8 +309,39 @@ mod tests {
             "the one in progress completes"
         );
         assert!(
-            h.verify(b"two".to_vec(), None).await.is_ok(),
+            h.hash(b"two".to_vec()).await.is_ok(),
             "and the slot is free again"
         );
+    }
+
+    /// Wrong secrets for attacked ids cannot take every slot: suspect verifications hold at
+    /// most half of them, and a normal computation gets a slot while they queue.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn suspects_hold_at_most_half_the_slots() {
+        let slow = HashSettings {
+            memory_kib: 16 * 1024,
+            iterations: 4,
+            parallelism: 1,
+            max_concurrent: 2,
+            queue_timeout: Duration::from_secs(30),
+        };
+        let h = Hasher::new(&slow, Pepper::default()).unwrap();
+        let phc = h.hash(b"right".to_vec()).await.unwrap();
+        let flood: Vec<_> = (0..4)
+            .map(|_| {
+                let (h, phc) = (h.clone(), phc.clone());
+                tokio::spawn(async move { h.verify(b"wrong".to_vec(), phc, Lane::Suspect).await })
+            })
+            .collect();
+        while h.suspects.available_permits() > 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert_eq!(h.permits.available_permits(), 1, "one slot stays free");
+        h.hash(b"legit".to_vec()).await.unwrap();
+        let done = flood.iter().filter(|t| t.is_finished()).count();
+        assert!(done < 4, "a normal hash went ahead of the queued suspects");
+        for t in flood {
+            assert!(!t.await.unwrap().unwrap());
+        }
     }
 }

@@ -181,6 +181,11 @@ pub struct ServeConfig {
     #[arg(long, env = "JETON_ACTIVATION_SWEEP_INTERVAL", value_name = "DURATION",
           default_value = "10s", value_parser = parse::positive_duration)]
     pub activation_sweep_interval: Duration,
+    /// Most live tokens one owner (principal, collector or agent) may hold in one namespace;
+    /// Generate beyond it is RESOURCE_EXHAUSTED
+    #[arg(long, env = "JETON_MAX_TOKENS_PER_OWNER", value_name = "N",
+          default_value = "100", value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub max_tokens_per_owner: u32,
     /// Most tokens kept in the validation cache
     #[arg(long, env = "JETON_CACHE_CAPACITY", value_name = "N",
           default_value = "1000000", value_parser = clap::value_parser!(u64).range(1..))]
@@ -288,6 +293,7 @@ impl ServeConfig {
         Policy {
             activity_window: delta(self.activity_window),
             max_activation: delta(self.max_activation),
+            max_tokens_per_owner: u64::from(self.max_tokens_per_owner),
         }
     }
 }

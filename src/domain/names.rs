@@ -12,6 +12,10 @@ pub enum NameError {
     TooLong(usize),
     #[error("must not contain control characters")]
     Control,
+    #[error(
+        "must not contain invisible formatting characters (bidi controls, zero-width characters, byte-order marks, line or paragraph separators)"
+    )]
+    Invisible,
     #[error("must not contain '/'")]
     Slash,
     #[error("must match [a-z0-9][a-z0-9-]{{1,62}}")]
@@ -22,14 +26,25 @@ pub enum NameError {
     NotAnHttpUrl,
 }
 
-/// The rule every free text shares: not blank, at most `max` characters, printable.
+/// The rule every free text shares: not blank, at most `max` characters, and displayed as
+/// it is — no control characters, and none of the invisible ones that make a text show as
+/// another (Unicode format characters such as the right-to-left override U+202E, zero-width
+/// characters and the byte-order mark; line and paragraph separators).
 fn text(s: &str, max: usize) -> Result<(), NameError> {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
     if s.trim().is_empty() {
         Err(NameError::Empty)
     } else if s.chars().count() > max {
         Err(NameError::TooLong(max))
     } else if s.chars().any(char::is_control) {
         Err(NameError::Control)
+    } else if s.chars().any(|c| {
+        matches!(
+            c.general_category(),
+            G::Format | G::LineSeparator | G::ParagraphSeparator
+        )
+    }) {
+        Err(NameError::Invisible)
     } else {
         Ok(())
     }
@@ -262,6 +277,38 @@ mod tests {
         assert!(PrincipalId::parse("alice@contoso.com").is_ok());
         assert_eq!(PrincipalId::parse("a/b"), Err(NameError::Slash));
         assert_eq!(PrincipalId::parse("a\0"), Err(NameError::Control));
+    }
+
+    #[test]
+    fn text_displays_as_it_is() {
+        for spoof in [
+            "abc\u{202e}gpj.exe",
+            "zero\u{200b}width",
+            "\u{feff}bom",
+            "line\u{2028}break",
+            "para\u{2029}graph",
+            "isolate\u{2066}x\u{2069}",
+            "joiner\u{200d}",
+        ] {
+            assert_eq!(
+                TokenName::parse(spoof),
+                Err(NameError::Invisible),
+                "{spoof:?}"
+            );
+            assert_eq!(
+                PrincipalId::parse(spoof),
+                Err(NameError::Invisible),
+                "{spoof:?}"
+            );
+            assert_eq!(
+                DisplayName::parse(spoof),
+                Err(NameError::Invisible),
+                "{spoof:?}"
+            );
+        }
+        for fine in ["café", "日本語のトークン", "émoji 🎉 ok", "a-b_c.d@e"] {
+            assert!(TokenName::parse(fine).is_ok(), "{fine}");
+        }
     }
 
     #[test]

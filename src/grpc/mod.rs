@@ -8,6 +8,7 @@
 
 mod auth;
 mod deadline;
+mod decode;
 mod directory;
 mod envoy;
 mod health;

@@ -2,6 +2,7 @@
 //! standard health service and server reflection (v1, and v1alpha for grpcurl 1.8).
 
 use super::deadline::DeadlineLayer;
+use super::decode::DecodeErrorLayer;
 use super::directory::DirectoryApi;
 use super::envoy::EnvoyAuthz;
 use super::observe::ObserveLayer;
@@ -14,6 +15,14 @@ use crate::usecase::UseCases;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tonic::service::Routes;
 use tonic_health::server::HealthReporter;
+use tower::layer::util::{Identity, Stack};
+
+/// Largest request of jeton's own services: far above any valid one (1000 scopes, names of
+/// 200 characters…), far below tonic's 4 MiB default.
+pub(crate) const MAX_REQUEST: usize = 64 * 1024;
+/// Largest Envoy `Check`: it carries the client's headers, which proxies allow up to tens of
+/// KiB.
+pub(crate) const MAX_CHECK: usize = 256 * 1024;
 
 /// The services of one server, ready to be served, and the reporter of their health.
 pub(crate) async fn services(
@@ -45,22 +54,21 @@ pub(crate) async fn services(
     let routes = Routes::new(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(TokenServiceServer::new(tokens))
-        .add_service(DirectoryServiceServer::new(directory))
-        .add_service(AuthorizationServer::new(envoy));
+        .add_service(TokenServiceServer::new(tokens).max_decoding_message_size(MAX_REQUEST))
+        .add_service(DirectoryServiceServer::new(directory).max_decoding_message_size(MAX_REQUEST))
+        .add_service(AuthorizationServer::new(envoy).max_decoding_message_size(MAX_CHECK));
     Ok((routes, health))
 }
 
-/// What wraps every call: observed (metrics, logs) outermost, then bounded by the database's
-/// timeout.
-pub(crate) fn layers(
-    deadline: std::time::Duration,
-) -> tower::layer::util::Stack<
-    DeadlineLayer,
-    tower::layer::util::Stack<ObserveLayer, tower::layer::util::Identity>,
-> {
+/// The layers around every call, outermost first.
+type Layers = Stack<DeadlineLayer, Stack<DecodeErrorLayer, Stack<ObserveLayer, Identity>>>;
+
+/// What wraps every call: observed (metrics, logs) outermost, so that it sees the final code;
+/// then decode failures made `INVALID_ARGUMENT`; then bounded by the database's timeout.
+pub(crate) fn layers(deadline: std::time::Duration) -> Layers {
     tower::ServiceBuilder::new()
         .layer(ObserveLayer)
+        .layer(DecodeErrorLayer)
         .layer(DeadlineLayer { deadline })
         .into_inner()
 }

@@ -17,6 +17,7 @@ impl From<Error> for Status {
             Error::AlreadyExists(m) => Status::already_exists(m),
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::Busy => Status::resource_exhausted(e.to_string()),
+            Error::Quota(m) => Status::resource_exhausted(m),
             Error::Unavailable(ref cause) => {
                 tracing::warn!(error = %chain(cause), "database unavailable");
                 Status::unavailable("database unavailable; retry later")

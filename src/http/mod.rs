@@ -64,7 +64,7 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response {
 fn failed(e: crate::usecase::Error) -> Response {
     use crate::usecase::Error;
     match e {
-        Error::Unavailable(_) | Error::Busy => {
+        Error::Unavailable(_) | Error::Busy | Error::Quota(_) => {
             tracing::warn!(error = %crate::telemetry::chain(&e), "front door unavailable");
             plain(
                 StatusCode::SERVICE_UNAVAILABLE,

@@ -161,6 +161,32 @@ impl Store {
         Ok(self.token_with_hash(id).await?.map(|(t, _)| t))
     }
 
+    /// How many live tokens (neither revoked nor expired at `now`) `subject` holds in
+    /// `namespace`.
+    pub(crate) async fn live_tokens_of(
+        &self,
+        tenant: &TenantId,
+        namespace: Namespace,
+        subject: &Subject,
+        now: DateTime<Utc>,
+    ) -> Result<u64> {
+        use sea_orm::PaginatorTrait;
+        use token::Column as C;
+        let n = token::Entity::find()
+            .filter(C::TenantId.eq(tenant.as_str()))
+            .filter(C::Namespace.eq(namespace.code()))
+            .filter(C::Subject.eq(subject.as_str()))
+            .filter(C::RevokedAt.is_null())
+            .filter(
+                Condition::any()
+                    .add(C::ExpiresAt.is_null())
+                    .add(C::ExpiresAt.gt(micros(now))),
+            )
+            .count(&*self.conn())
+            .await?;
+        Ok(n)
+    }
+
     /// One page of live tokens, newest first.
     pub(crate) async fn list_tokens(&self, q: &TokenQuery<'_>) -> Result<Page<Token>> {
         use token::Column as C;

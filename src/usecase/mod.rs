@@ -47,6 +47,8 @@ pub(crate) enum Error {
     FailedPrecondition(&'static str),
     #[error("too many secret verifications in progress; retry shortly")]
     Busy,
+    #[error("{0}")]
+    Quota(String),
     #[error("database unavailable")]
     Unavailable(#[source] StoreError),
     #[error("internal error")]
@@ -109,6 +111,8 @@ pub(crate) struct Policy {
     pub(crate) activity_window: TimeDelta,
     /// Longest activation of an eligible role.
     pub(crate) max_activation: TimeDelta,
+    /// Most live tokens per owner and namespace.
+    pub(crate) max_tokens_per_owner: u64,
 }
 
 /// Refuses a caller that is not an admin of its tenant: `what` is managed by admins only.

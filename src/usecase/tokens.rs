@@ -171,6 +171,18 @@ impl Tokens {
                 ));
             }
         };
+        let live = self
+            .core
+            .store
+            .live_tokens_of(&actor.tenant, namespace, &subject, now)
+            .await?;
+        let max = self.core.policy.max_tokens_per_owner;
+        if live >= max {
+            return Err(Error::Quota(format!(
+                "{subject} holds {live} live tokens in this namespace, the most allowed ({max}): revoke some first",
+                subject = subject.as_str()
+            )));
+        }
         let new = NewToken {
             tenant: actor.tenant.clone(),
             namespace,

@@ -27,6 +27,9 @@ pub(crate) struct CacheSettings {
     pub(crate) stale_after: Duration,
 }
 
+/// How long an id that failed a verification stays suspect.
+const SUSPECT_FOR: Duration = Duration::from_secs(600);
+
 /// Key of the principal cache.
 fn owner_key(tenant: &TenantId, principal: &str) -> String {
     format!("{tenant}/{principal}")
@@ -45,6 +48,8 @@ pub(crate) enum Lookup {
 pub(super) struct ValidationCache {
     tokens: Cache<Key, Arc<Verified>>,
     absent: Cache<Key, ()>,
+    /// Ids that failed a verification recently (someone holds a wrong secret for them).
+    suspects: Cache<Key, ()>,
     principals: Cache<String, Option<Arc<Principal>>>,
     /// One shared copy of each tenant id.
     tenants: std::sync::Mutex<HashMap<String, Arc<str>>>,
@@ -74,6 +79,10 @@ impl ValidationCache {
             absent: Cache::builder()
                 .max_capacity(s.negative_capacity)
                 .time_to_live(s.negative_ttl)
+                .build(),
+            suspects: Cache::builder()
+                .max_capacity(s.negative_capacity)
+                .time_to_live(SUSPECT_FOR)
                 .build(),
             principals: Cache::builder()
                 .max_capacity(s.capacity)
@@ -138,6 +147,15 @@ impl ValidationCache {
             self.tokens.insert(v.id, v.clone());
         }
         v
+    }
+
+    /// Marks `id` as one a wrong secret was presented for.
+    pub(super) fn suspect(&self, id: Key) {
+        self.suspects.insert(id, ());
+    }
+
+    pub(super) fn is_suspect(&self, id: &Key) -> bool {
+        self.suspects.contains_key(id)
     }
 
     pub(super) fn remember_absent(&self, epoch: u64, id: &TokenId) {

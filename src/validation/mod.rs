@@ -10,8 +10,11 @@
 //!   random ids neither reaches the database each time nor evicts real entries.
 //! - **Principals**: the owners of API tokens, including "no such principal", judged
 //!   against the clock on every use: an activation reaching its end needs no event.
-//! - **Single flight**: concurrent first validations of one token share one database read
-//!   and one Argon2 verification.
+//! - **One at a time per id**: concurrent first validations of one id take turns: the first
+//!   caches what it verified, and a second with the same secret is then a hit; with another
+//!   secret, it verifies in its own turn. An unknown id costs a database read, no Argon2 (ids
+//!   are public); a wrong secret marks the id suspect for a while, and suspect ids verify in
+//!   a lane that holds at most half of the Argon2 slots.
 //! - **Stale refresh**: an entry older than the time to live is refreshed by re-reading its
 //!   row, keeping the verified digest (a secret never changes, so no Argon2).
 //! - **Invalidation**: every write that can change an answer appends to the database's
@@ -32,13 +35,12 @@ pub(crate) use entry::Verified;
 
 use crate::background::Task;
 use crate::domain::{Namespace, Principal, Token, TokenString};
-use crate::hashing::{HashError, Hasher};
+use crate::hashing::{HashError, Hasher, Lane};
 use crate::metrics::CacheLookup;
 use crate::store::{Changed, Store, StoreError};
 use cache::{Lookup, ValidationCache};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::sync::OnceCell;
 
 /// Why a token could not be looked up.
 #[derive(Debug, thiserror::Error)]
@@ -49,9 +51,8 @@ pub(crate) enum LookupError {
     Hash(#[from] HashError),
 }
 
-/// The shared outcome of one first validation: the verified entry, or `None` for "no such
-/// token or wrong secret".
-type Flight = OnceCell<Option<Arc<Verified>>>;
+/// The turn of one id: held while its first validation runs.
+type Turn = Arc<tokio::sync::Mutex<()>>;
 
 /// The validate path of one replica. Cheap to clone.
 #[derive(Clone)]
@@ -59,8 +60,8 @@ pub(crate) struct Validator {
     store: Store,
     hasher: Hasher,
     cache: Arc<ValidationCache>,
-    /// First validations in progress, by digest of the presented secret.
-    inflight: Arc<Mutex<HashMap<[u8; 32], Arc<Flight>>>>,
+    /// First validations in progress, by token id.
+    inflight: Arc<Mutex<HashMap<entry::Key, Turn>>>,
     poll_interval: std::time::Duration,
 }
 
@@ -129,51 +130,61 @@ impl Validator {
             Lookup::Absent => return Ok(None),
             Lookup::Miss => {}
         }
-        let digest = entry::digest(presented.secret());
-        let flight = {
+        // One first validation per id at a time: a second caller with the same secret finds
+        // the entry the first one cached; one with another secret waits its turn.
+        let key = entry::key(&id);
+        let turn = {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
-            inflight.entry(digest).or_default().clone()
+            inflight.entry(key).or_default().clone()
         };
-        let outcome = flight
-            .get_or_try_init(|| self.load(presented))
-            .await
-            .cloned();
+        let outcome = {
+            let _turn = turn.lock().await;
+            match self.cache.token(&id) {
+                Lookup::Hit(v) => Ok(v.matches(presented.secret()).then_some(v)),
+                Lookup::Absent => Ok(None),
+                Lookup::Stale(_) | Lookup::Miss => self.load(presented).await,
+            }
+        };
         {
             let mut inflight = self.inflight.lock().unwrap_or_else(|e| e.into_inner());
+            // The map's own reference and ours: nobody else waits for this id.
             if inflight
-                .get(&digest)
-                .is_some_and(|f| Arc::ptr_eq(f, &flight))
+                .get(&key)
+                .is_some_and(|t| Arc::ptr_eq(t, &turn) && Arc::strong_count(t) == 2)
             {
-                inflight.remove(&digest);
+                inflight.remove(&key);
             }
         }
         outcome
     }
 
-    /// The slow path of [`Self::verified`]: one database read and one Argon2 verification.
+    /// The slow path of [`Self::verified`]: one database read, and one Argon2 verification
+    /// for an id that exists (an unknown id costs none: ids are public). An id whose
+    /// verification failed recently verifies in the suspect lane, which can hold at most half
+    /// of the Argon2 slots.
     async fn load(&self, presented: &TokenString) -> Result<Option<Arc<Verified>>, LookupError> {
         let epoch = self.cache.epoch();
         let id = presented.id();
-        let found = self.store.token_with_hash(&id).await?;
-        let (token, hash) = match found {
-            Some((t, h)) => (Some(t), Some(h)),
-            None => (None, None),
+        let Some((token, hash)) = self.store.token_with_hash(&id).await? else {
+            self.cache.remember_absent(epoch, &id);
+            return Ok(None);
         };
-        // An unknown id costs the same Argon2 work as a wrong secret.
+        let key = entry::key(&id);
+        let lane = if self.cache.is_suspect(&key) {
+            Lane::Suspect
+        } else {
+            Lane::Normal
+        };
         let good = self
             .hasher
-            .verify(presented.secret().to_vec(), hash)
+            .verify(presented.secret().to_vec(), hash, lane)
             .await?;
-        Ok(match token {
-            Some(t) if good && t.namespace == presented.namespace() => {
-                Some(self.cache.remember_token(epoch, &t, presented.secret()))
-            }
-            Some(_) => None,
-            None => {
-                self.cache.remember_absent(epoch, &id);
-                None
-            }
-        })
+        if !good {
+            self.cache.suspect(key);
+            return Ok(None);
+        }
+        Ok((token.namespace == presented.namespace())
+            .then(|| self.cache.remember_token(epoch, &token, presented.secret())))
     }
 
     /// The owner of an API token as stored now; tenant tokens have none.
@@ -336,6 +347,43 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// An id that does not exist costs a database read and no Argon2; a wrong secret for an
+    /// id that does makes it suspect.
+    #[tokio::test]
+    async fn unknown_ids_cost_no_argon2_and_wrong_secrets_make_an_id_suspect() {
+        let (_dir, url) = sqlite();
+        let real = bootstrap(&url).await;
+        let (v, _follower) = replica(&url, settings()).await;
+        settle().await;
+        let unknown = TokenString::generate(Namespace::Api).unwrap();
+        assert!(v.verified(&unknown).await.unwrap().is_none());
+        assert_eq!(v.hasher.verifications(), 0, "no Argon2 for an unknown id");
+
+        let forged = forge_secret(&real);
+        assert!(v.verified(&forged).await.unwrap().is_none());
+        assert_eq!(v.hasher.verifications(), 1);
+        assert!(v.cache.is_suspect(&entry::key(&real.id())));
+        assert!(
+            v.verified(&real).await.unwrap().is_some(),
+            "the right secret still works"
+        );
+    }
+
+    /// `t` with another secret (and a checksum that matches it).
+    fn forge_secret(t: &TokenString) -> TokenString {
+        let s = t.expose();
+        let body = format!("{}{}", &s[..26], "Z".repeat(43));
+        let crc = crc32fast::hash(body.as_bytes());
+        let alphabet = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+        let mut digits = [b'0'; 6];
+        let mut c = crc;
+        for d in digits.iter_mut().rev() {
+            *d = alphabet[(c % 62) as usize];
+            c /= 62;
+        }
+        TokenString::parse(&format!("{body}{}", std::str::from_utf8(&digits).unwrap())).unwrap()
     }
 
     /// Concurrent first validations of one token share one Argon2 verification.

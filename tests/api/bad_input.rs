@@ -2,7 +2,7 @@
 //! serving.
 
 use crate::helpers::*;
-use jeton::grpc::proto::{self, Namespace, Reason, Role};
+use jeton::grpc::proto::{self, Namespace, Reason, Role, token_service_client::TokenServiceClient};
 use tonic::Code;
 
 #[tokio::test]
@@ -18,7 +18,8 @@ async fn malformed_tokens_are_reason_malformed() {
     };
     let cases = [
         String::new(),
-        "x".repeat(1 << 20),
+        // Far longer than a token, yet under the 64 KiB limit on a request.
+        "x".repeat(60 * 1024),
         format!("{}\u{0}\u{7}\n", &good[..72]),
         "jta_\t\r\n".repeat(10),
         String::from_utf8(broken_checksum).unwrap(),
@@ -173,7 +174,7 @@ async fn list_refuses_bad_fields_and_coerces_huge_pages() {
         "garbage",
         "!!!!",
         "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
-        &"x".repeat(100_000),
+        &"x".repeat(60_000),
     ] {
         let r = list(proto::ListRequest {
             page_token: garbage.into(),
@@ -333,4 +334,17 @@ async fn directory_refuses_bad_fields() {
         .unwrap()
         .into_inner();
     assert_eq!(listed.principals.len(), 1, "nothing half-written");
+}
+
+/// A request over the 64 KiB limit is refused before it is decoded.
+#[tokio::test]
+async fn requests_over_64_kib_are_refused() {
+    let app = TestApp::spawn().await;
+    let r = TokenServiceClient::new(app.channel().await)
+        .validate(proto::ValidateRequest {
+            token: "x".repeat(65 * 1024),
+            ..Default::default()
+        })
+        .await;
+    assert_code(r, Code::OutOfRange, "65536");
 }

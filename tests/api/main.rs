@@ -11,6 +11,7 @@ mod helpers;
 mod logs;
 mod operability;
 mod operators;
+mod proxies;
 mod roles;
 mod scaleout;
 mod tokens;
