@@ -6,7 +6,7 @@
 //! Tests start the server through the same functions as `jeton serve`, on port 0.
 
 use crate::background::Task;
-use crate::config::{BackupConfig, BootstrapConfig, DbConfig, ServeConfig, TlsFiles};
+use crate::config::{BackupConfig, BootstrapConfig, DbConfig, ServeConfig};
 use crate::domain::{ApiUrl, Clock, DisplayName, Tenant};
 use crate::hashing::{HashError, Hasher};
 use crate::last_use::{self, LastUse};
@@ -20,8 +20,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AppError {
@@ -45,7 +43,7 @@ pub enum AppError {
     },
     #[error("metrics: {0}")]
     Metrics(String),
-    #[error("TLS of the HTTP listener: {message}")]
+    #[error("TLS: {message}")]
     Tls { message: String },
     #[error("backup: {0}")]
     Backup(String),
@@ -128,14 +126,25 @@ pub struct Server {
     cases: UseCases,
     validator: Validator,
     last_use: Arc<LastUse>,
-    tls: Option<ServerTlsConfig>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     config: ServeConfig,
 }
 
 impl Server {
     /// Binds `config.listen` (and the metrics port), then opens the database and migrates it.
     pub async fn build(config: ServeConfig, clock: Arc<dyn Clock>) -> Result<Self, AppError> {
-        let tls = config.tls().as_ref().map(tls_config).transpose()?;
+        let tls = match config.tls() {
+            Some(files) => Some(
+                crate::net::tls_config(
+                    &files.cert,
+                    &files.key,
+                    files.client_ca.as_deref(),
+                    &[b"h2"],
+                )
+                .map_err(|message| AppError::Tls { message })?,
+            ),
+            None => None,
+        };
         let pepper = config.hash.pepper()?;
         let listener = bind(config.listen).await?;
         let metrics = match config.metrics_listen {
@@ -152,7 +161,7 @@ impl Server {
             Some(addr) => {
                 let tls = match config.tls() {
                     Some(files) => Some(
-                        crate::http::tls_acceptor(&files.cert, &files.key)
+                        crate::net::tls_config(&files.cert, &files.key, None, &[b"http/1.1"])
                             .map_err(|message| AppError::Tls { message })?,
                     ),
                     None => None,
@@ -248,15 +257,16 @@ impl Server {
                 tracing::info!(%addr, tls = tls.is_some(), "http listening");
             }
             let router = crate::http::router(cases.access.clone());
-            tasks.push(crate::http::serve(listener, tls, router));
+            let acceptor = crate::net::Acceptor::new(listener, config.limits());
+            tasks.push(crate::http::serve(acceptor, tls, router));
         }
         let flusher = last_use::start_flushing(last_use, config.last_use_flush_interval);
 
         let mut builder = tonic::transport::Server::builder()
+            // A peer that stops answering pings is closed.
+            .http2_keepalive_interval(Some(Duration::from_secs(60)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .layer(crate::grpc::layers(config.db.connect_timeout));
-        if let Some(tls) = tls {
-            builder = builder.tls_config(tls)?;
-        }
         if store.is_empty().await? {
             tracing::info!(
                 database = %config.db.url.redacted(),
@@ -290,13 +300,26 @@ impl Server {
                 std::future::pending::<()>().await;
             }
         };
-        let serve = builder.add_routes(routes).serve_with_incoming_shutdown(
-            // Small responses must not wait for Nagle's algorithm and delayed ACKs (40 ms).
-            TcpIncoming::from(listener)
-                .with_nodelay(Some(true))
-                .with_keepalive(Some(Duration::from_secs(60))),
-            shutdown,
-        );
+        let router = builder.add_routes(routes);
+        let acceptor = crate::net::Acceptor::new(listener, config.limits());
+        let preface = crate::net::HTTP2_PREFACE;
+        let serve = async move {
+            match tls {
+                None => {
+                    let incoming =
+                        crate::net::incoming(acceptor, preface, |s| async move { Ok(s) });
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                }
+                Some(tls) => {
+                    let incoming = crate::net::incoming(acceptor, preface, move |s| tls.accept(s));
+                    router
+                        .serve_with_incoming_shutdown(incoming, shutdown)
+                        .await
+                }
+            }
+        };
         let served = tokio::select! {
             r = serve => r,
             () = drain_deadline => {
@@ -370,24 +393,6 @@ fn serve_metrics(
             tracing::error!(error = %e, "the metrics server failed");
         }
     })
-}
-
-fn read(path: &std::path::Path) -> Result<Vec<u8>, AppError> {
-    std::fs::read(path).map_err(|source| AppError::Read {
-        path: path.display().to_string(),
-        source,
-    })
-}
-
-fn tls_config(files: &TlsFiles) -> Result<ServerTlsConfig, AppError> {
-    let mut tls =
-        ServerTlsConfig::new().identity(Identity::from_pem(read(&files.cert)?, read(&files.key)?));
-    if let Some(ca) = &files.client_ca {
-        tls = tls
-            .client_ca_root(Certificate::from_pem(read(ca)?))
-            .client_auth_optional(true);
-    }
-    Ok(tls)
 }
 
 /// `jeton bootstrap`: creates a tenant and its first admin; returns the admin's token string.

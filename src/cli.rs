@@ -44,6 +44,9 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn serve(mut config: crate::config::ServeConfig) -> Result<(), app::AppError> {
     let stop = shutdown_signal();
+    if let Some(files) = crate::net::raise_fd_limit() {
+        tracing::debug!(files, "limit on open files");
+    }
     let dev = if config.dev {
         let dir = app::DevDir::create().map_err(|e| app::AppError::Read {
             path: std::env::temp_dir().display().to_string(),

@@ -19,6 +19,8 @@
 //! - `hashing` Argon2id on the blocking pool, bounded.
 //! - `last_use` write-behind of last-use times.
 //! - `background` tasks that stop with the server.
+//! - `net` connections bounded: a cap per port, a handshake deadline, an accept loop that
+//!   backs off.
 //! - `readiness` whether the database answers; the health service follows it.
 //! - `metrics` Prometheus metrics, off unless `--metrics-listen` is given.
 
@@ -33,6 +35,7 @@ mod hashing;
 mod http;
 mod last_use;
 mod metrics;
+mod net;
 mod readiness;
 mod store;
 pub mod telemetry;

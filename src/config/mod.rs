@@ -181,6 +181,15 @@ pub struct ServeConfig {
     #[arg(long, env = "JETON_ACTIVATION_SWEEP_INTERVAL", value_name = "DURATION",
           default_value = "10s", value_parser = parse::positive_duration)]
     pub activation_sweep_interval: Duration,
+    /// Most connections open at once on each port (gRPC, HTTP); more wait to be accepted
+    #[arg(long = "max-connections", env = "JETON_MAX_CONNECTIONS", value_name = "N",
+          default_value = "10000", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub connection_limit: u32,
+    /// How long a new connection may take to finish its TLS handshake and send its first
+    /// request bytes before it is closed
+    #[arg(long, env = "JETON_HANDSHAKE_TIMEOUT", value_name = "DURATION",
+          default_value = "10s", value_parser = parse::positive_duration)]
+    pub handshake_timeout: Duration,
     /// Most live tokens one owner (principal, collector or agent) may hold in one namespace;
     /// Generate beyond it is RESOURCE_EXHAUSTED
     #[arg(long, env = "JETON_MAX_TOKENS_PER_OWNER", value_name = "N",
@@ -279,6 +288,13 @@ impl ServeConfig {
             // A replica that could not read the change log for this long answers from the
             // database only; never less than five polls.
             stale_after: Duration::from_secs(1).max(self.change_poll_interval * 5),
+        }
+    }
+
+    pub(crate) fn limits(&self) -> crate::net::Limits {
+        crate::net::Limits {
+            max_connections: self.connection_limit as usize,
+            handshake: self.handshake_timeout,
         }
     }
 

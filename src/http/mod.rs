@@ -15,7 +15,7 @@ mod introspect;
 mod server;
 mod tokenreview;
 
-pub(crate) use server::{serve, tls_acceptor};
+pub(crate) use server::serve;
 
 use crate::usecase::Access;
 use axum::Router;

@@ -1,68 +1,40 @@
 //! Serving the HTTP listener: HTTP/1.1 (nginx speaks nothing newer to its auth subrequest),
-//! TLS when configured, and bounded connections — a TLS handshake and a request's headers
-//! must arrive within [`HANDSHAKE`], headers may not exceed [`MAX_HEADERS`] bytes, and a
-//! stop lets requests in flight finish.
+//! TLS when configured, and bounded connections (`net`): a place per connection, a TLS
+//! handshake and every request's headers within the handshake timeout, headers of at most
+//! [`MAX_HEADERS`] bytes, and a stop that lets requests in flight finish.
 
 use crate::background::Task;
+use crate::net::{Acceptor, Guarded};
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-/// How long a client may take to finish its TLS handshake, and to send a request's headers.
-const HANDSHAKE: Duration = Duration::from_secs(10);
 /// Largest header section read.
 const MAX_HEADERS: usize = 16 * 1024;
 /// How long requests in flight may take to finish after a stop.
 const DRAIN: Duration = Duration::from_secs(10);
 
-/// A TLS acceptor for the certificate and key of `--tls-cert`/`--tls-key`.
-pub(crate) fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, String> {
-    use rustls_pki_types::pem::PemObject;
-    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-    let certs = CertificateDer::pem_file_iter(cert)
-        .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("{}: {e}", cert.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| format!("{}: {e}", key.display()))?;
-    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
-    let mut config = tokio_rustls::rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| e.to_string())?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(TlsAcceptor::from(Arc::new(config)))
-}
-
-/// Serves `router` on `listener` until stopped.
-pub(crate) fn serve(listener: TcpListener, tls: Option<TlsAcceptor>, router: Router) -> Task {
+/// Serves `router` on `acceptor` until stopped.
+pub(crate) fn serve(mut acceptor: Acceptor, tls: Option<TlsAcceptor>, router: Router) -> Task {
     Task::spawn("http listener", move |mut stop| async move {
         let mut connections = tokio::task::JoinSet::new();
         let (closing, closed) = tokio::sync::watch::channel(false);
+        let handshake = acceptor.limits().handshake;
         loop {
-            let (stream, peer) = tokio::select! {
+            let (stream, peer, place) = tokio::select! {
                 biased;
                 _ = &mut stop => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off instead of spinning.
-                        tracing::warn!(error = %e, "http: accept failed; backing off");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                },
+                accepted = acceptor.accept() => accepted,
             };
-            let _ = stream.set_nodelay(true);
             let (tls, router, closed) = (tls.clone(), router.clone(), closed.clone());
-            connections.spawn(connection(stream, peer, tls, router, closed));
+            connections.spawn(async move {
+                let stream = Guarded::new(stream, place, 1, handshake);
+                connection(stream, peer, tls, handshake, router, closed).await;
+            });
             // Forget the connections that are done.
             while connections.try_join_next().is_some() {}
         }
@@ -87,9 +59,10 @@ async fn stopping(closed: &mut tokio::sync::watch::Receiver<bool>) {
 }
 
 async fn connection(
-    stream: tokio::net::TcpStream,
+    stream: Guarded<tokio::net::TcpStream>,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
+    handshake: Duration,
     router: Router,
     mut closed: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -104,7 +77,7 @@ async fn connection(
     let builder = {
         let mut b = http1::Builder::new();
         b.timer(TokioTimer::new())
-            .header_read_timeout(HANDSHAKE)
+            .header_read_timeout(handshake)
             .max_buf_size(MAX_HEADERS)
             .keep_alive(true);
         b
@@ -124,7 +97,7 @@ async fn connection(
     }
     match tls {
         None => run!(stream),
-        Some(acceptor) => match tokio::time::timeout(HANDSHAKE, acceptor.accept(stream)).await {
+        Some(acceptor) => match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => run!(tls),
             Ok(Err(e)) => tracing::debug!(%peer, error = %e, "http: TLS handshake failed"),
             Err(_) => tracing::debug!(%peer, "http: no TLS handshake in time; closed"),

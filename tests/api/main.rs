@@ -3,6 +3,7 @@
 //! subject). One binary with modules, so the crate is linked once.
 
 mod bad_input;
+mod connections;
 mod credentials;
 mod deploy;
 mod directory;
