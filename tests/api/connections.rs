@@ -33,7 +33,7 @@ async fn idle_connections_are_closed_and_do_not_spin_the_server_out_of_descripto
         "--listen",
         "127.0.0.1:0",
     ])
-    .args(["--handshake-timeout", "5s", "--argon2-memory-kib", "256"])
+    .args(["--handshake-timeout", "10s", "--argon2-memory-kib", "256"])
     .env("JETON_DATABASE_URL", &db)
     .env("JETON_LOG_FORMAT", "pretty")
     .env("JETON_LOG", "warn,jeton::app=info");
@@ -72,7 +72,7 @@ async fn idle_connections_are_closed_and_do_not_spin_the_server_out_of_descripto
     let start = Instant::now();
     let mut open = 0;
     for s in &mut idle {
-        let left = Duration::from_secs(12).saturating_sub(start.elapsed());
+        let left = Duration::from_secs(25).saturating_sub(start.elapsed());
         if !closed_by_server(s, left.max(Duration::from_millis(10))) {
             open += 1;
         }

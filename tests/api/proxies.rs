@@ -456,14 +456,15 @@ struct Stack {
     proxy: RunningProxy,
 }
 
-/// What the service received for one request, if it received it.
-struct Passed {
+/// What one request through the proxy got, and whether it reached the service.
+struct Outcome {
     answer: HttpAnswer,
     reached: bool,
 }
 
 impl Stack {
     async fn start(kind: Kind) -> Self {
+        require(kind.program()); // before anything is started
         let jeton = Jeton::start();
         let upstream = Upstream::start().await;
         let proxy = RunningProxy::start(kind, jeton.http, upstream.addr);
@@ -476,12 +477,12 @@ impl Stack {
     }
 
     /// GET `target` through the proxy with `authorization` (if any) and the forged headers.
-    async fn get(&self, target: &str, authorization: Option<&str>) -> Passed {
+    async fn get(&self, target: &str, authorization: Option<&str>) -> Outcome {
         let before = self.upstream.requests();
         let mut headers: Vec<(&str, &str)> = FORGED.to_vec();
         headers.extend(authorization.map(|a| ("Authorization", a)));
         let answer = http(self.proxy.addr, "GET", target, &headers, "").await;
-        Passed {
+        Outcome {
             reached: self.upstream.requests() != before,
             answer,
         }
@@ -490,7 +491,7 @@ impl Stack {
     /// `token` passes: the service sees jeton's identity headers (not the forged ones), no
     /// credential, no `x-jeton-principal`.
     async fn assert_allowed(&self, what: &str, authorization: &str, token: &Minted) {
-        let Passed { answer, reached } = self.get("/reports?page=2", Some(authorization)).await;
+        let Outcome { answer, reached } = self.get("/reports?page=2", Some(authorization)).await;
         let ctx = format!("{:?}, {what}: {answer:?}\n{}", self.kind, self.proxy.log());
         assert_eq!(answer.status, 200, "{ctx}");
         assert!(reached, "the service got it: {ctx}");
@@ -533,7 +534,7 @@ impl Stack {
             reason,
             ..
         } = refusal;
-        let Passed { answer, reached } = self.get(target, refusal.authorization.as_deref()).await;
+        let Outcome { answer, reached } = self.get(target, refusal.authorization.as_deref()).await;
         let ctx = format!("{:?}, {what}: {answer:?}\n{}", self.kind, self.proxy.log());
         assert_eq!(answer.status, *status, "{ctx}");
         assert!(!reached, "the service never sees it: {ctx}");
@@ -576,7 +577,8 @@ async fn only_what_jeton_accepts_passes(kind: Kind) {
     let stack = Stack::start(kind).await;
     let jeton = &stack.jeton;
     let read = |name| generate_req(name, &["read"]);
-    // First, so that its lifetime runs out during the other cases.
+    let ok = |t: &Minted, scheme: &str| format!("{scheme} {}", t.secret);
+    // First, and used at once, so that its lifetime runs out during the other cases.
     let expiring = jeton
         .generate(proto::GenerateRequest {
             expire_time: Some((SystemTime::now() + EXPIRY).into()),
@@ -584,6 +586,13 @@ async fn only_what_jeton_accepts_passes(kind: Kind) {
         })
         .await;
     let expires = Instant::now() + EXPIRY;
+    stack
+        .assert_allowed(
+            "the expiring token, before it expires",
+            &ok(&expiring, "Bearer"),
+            &expiring,
+        )
+        .await;
     let reader = jeton.generate(read("reader")).await;
     let doomed = jeton.generate(read("doomed")).await;
     let write_only = jeton.generate(generate_req("writer", &["write"])).await;
@@ -656,14 +665,6 @@ async fn only_what_jeton_accepts_passes(kind: Kind) {
     ];
 
     // Act and assert: good tokens pass, in both schemes jeton reads.
-    let ok = |t: &Minted, scheme: &str| format!("{scheme} {}", t.secret);
-    stack
-        .assert_allowed(
-            "the expiring token, before it expires",
-            &ok(&expiring, "Bearer"),
-            &expiring,
-        )
-        .await;
     stack
         .assert_allowed("a token with scope read", &ok(&reader, "Bearer"), &reader)
         .await;
@@ -950,11 +951,15 @@ async fn the_envoy_example_asks_jeton_over_grpc_with_the_extensions_it_reads() {
         !envoy.has_key("with_request_body"),
         "jeton reads headers only: no body is buffered for it"
     );
-    let (ext_authz, router) = (
-        filters.position("- name: envoy.filters.http.ext_authz"),
-        filters.position("- name: envoy.filters.http.router"),
+    let position = |name: &str| {
+        filters
+            .position(&format!("- name: {name}"))
+            .unwrap_or_else(|| panic!("http filter {name}"))
+    };
+    assert!(
+        position("envoy.filters.http.ext_authz") < position("envoy.filters.http.router"),
+        "ext_authz runs before the router"
     );
-    assert!(ext_authz < router, "ext_authz runs before the router");
     let cluster = envoy.under("clusters:").under("- name: jeton");
     assert!(
         cluster
@@ -967,12 +972,12 @@ async fn the_envoy_example_asks_jeton_over_grpc_with_the_extensions_it_reads() {
         "gRPC needs HTTP/2"
     );
     assert_eq!(
-        extensions.keys().collect::<BTreeSet<_>>(),
-        BTreeSet::from([
-            &"jeton.namespace".to_owned(),
-            &"jeton.required_scopes".to_owned()
+        extensions,
+        HashMap::from([
+            ("jeton.namespace".to_owned(), "api".to_owned()),
+            ("jeton.required_scopes".to_owned(), "read".to_owned()),
         ]),
-        "the context extensions jeton reads"
+        "the route's context extensions: the keys jeton reads"
     );
 
     // Act and assert: the Check Envoy would send for this route, sent to a real server.
