@@ -221,6 +221,14 @@ impl Tokens {
         if !actor.can_see(&old) {
             return Err(GONE);
         }
+        // The new token's secret goes to the caller: an API token belongs to its owner (rule
+        // 2), so only its owner rotates it — an admin may revoke another user's token, not
+        // take over its identity.
+        if old.namespace == Namespace::Api && !old.subject.is(&actor.principal) {
+            return Err(Error::PermissionDenied(
+                "an API token is rotated only by its owner (an admin may revoke it)".into(),
+            ));
+        }
         let must_match =
             |field: &'static str| Error::invalid(field, "must be empty or the rotated token's");
         if input.namespace.is_some_and(|ns| ns != old.namespace) {

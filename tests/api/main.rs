@@ -10,6 +10,7 @@ mod directory;
 mod frontdoor;
 mod helpers;
 mod logs;
+mod matrix;
 mod operability;
 mod operators;
 mod proxies;
