@@ -3,8 +3,11 @@
 //! - [`served`]: a real `jeton serve` process on port 0, its address read from its log;
 //! - [`postgres`]: PostgreSQL databases created for one test or run, and dropped after;
 //! - [`seed`]: many tokens written straight into a database, which would take hours
-//!   through `Generate` at production Argon2 cost.
+//!   through `Generate` at production Argon2 cost;
+//! - [`crash`]: mixed load on a real server killed with SIGKILL at random moments, and the
+//!   check that every acknowledged write survived.
 
+pub mod crash;
 pub mod postgres;
 pub mod seed;
 pub mod served;

@@ -4,6 +4,7 @@
 
 mod bad_input;
 mod connections;
+mod crash;
 mod credentials;
 mod deploy;
 mod directory;

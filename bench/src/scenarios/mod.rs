@@ -2,6 +2,8 @@
 //! section of the report (a `##` heading, what is measured and how, the figures).
 
 mod cold;
+mod crash;
+mod flood;
 mod instrumentation;
 mod last_use;
 mod list;
@@ -35,17 +37,23 @@ pub enum Scenario {
     LastUse,
     /// Cached Validate with and without metrics
     Instrumentation,
+    /// Legitimate calls under a flood of invalid tokens
+    Flood,
+    /// Acknowledged writes across kill -9, both engines
+    Crash,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 7] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::Validate,
         Scenario::Instrumentation,
         Scenario::Cold,
+        Scenario::Flood,
         Scenario::List,
         Scenario::Memory,
         Scenario::Propagation,
         Scenario::LastUse,
+        Scenario::Crash,
     ];
 
     pub fn title(self) -> &'static str {
@@ -57,13 +65,15 @@ impl Scenario {
             Scenario::Propagation => "Revocation across replicas",
             Scenario::LastUse => "Database writes for 10^6 validations of one token",
             Scenario::Instrumentation => "The cost of metrics on cached `Validate`",
+            Scenario::Flood => "Legitimate calls under a flood of invalid tokens",
+            Scenario::Crash => "Acknowledged writes across `kill -9`",
         }
     }
 
     pub fn uses_postgres(self) -> bool {
         matches!(
             self,
-            Scenario::List | Scenario::Propagation | Scenario::LastUse
+            Scenario::List | Scenario::Propagation | Scenario::LastUse | Scenario::Crash
         )
     }
 }
@@ -77,6 +87,8 @@ pub async fn run(scenario: Scenario, ctx: &Ctx) -> Result<String, BoxError> {
         Scenario::Propagation => propagation::run(ctx).await,
         Scenario::LastUse => last_use::run(ctx).await,
         Scenario::Instrumentation => instrumentation::run(ctx).await,
+        Scenario::Flood => flood::run(ctx).await,
+        Scenario::Crash => crash::run(ctx).await,
     }
 }
 
