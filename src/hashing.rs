@@ -3,15 +3,22 @@
 //! Every computation runs on tokio's blocking pool, and at most `max_concurrent` run at
 //! once; a caller that waits longer than `queue_timeout` for its turn is told to come back
 //! later. Verifications for ids that recently failed one — the ids someone is guessing
-//! secrets for — are [`Lane::Suspect`]: they share at most half of the computations (at
-//! least one), so that a flood of wrong secrets for a handful of real ids cannot hold every
-//! slot, and other tokens' first validations and `Generate` go on. (An unknown id costs no
-//! Argon2 at all: ids are public, see SECURITY.md.)
+//! secrets for — are [`Lane::Suspect`]: they share at most half of the slots (at least
+//! one), and each keeps its place in that lane for [`SUSPECT_REST`] times as long as it
+//! computed, so that suspect verifications use at most a quarter of those slots' time. A
+//! flood of wrong secrets for a handful of real ids can neither hold every slot nor keep a
+//! core busy, and other tokens' first validations and `Generate` go on. (An unknown id costs
+//! no Argon2 at all: ids are public, see SECURITY.md.)
 
 use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Semaphore;
+
+/// After a suspect verification that took `d`, its place in the suspect lane stays taken
+/// for another `SUSPECT_REST × d`: the lane computes at most 1 / (1 + SUSPECT_REST) of the
+/// time.
+const SUSPECT_REST: u32 = 3;
 
 /// Argon2id cost and the bound on concurrent computations.
 #[derive(Debug, Clone)]
@@ -158,19 +165,29 @@ impl Hasher {
             }
             return Err(HashError::Busy);
         };
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+        let (slot, share) = permit;
+        let (out, took) = tokio::task::spawn_blocking(move || {
+            let _slot = slot;
             if let Some(m) = metrics {
                 m.argon2_running.increment(1.0);
             }
+            let started = std::time::Instant::now();
             let out = job();
             if let Some(m) = metrics {
                 m.argon2_running.decrement(1.0);
             }
-            out
+            (out, started.elapsed())
         })
         .await
-        .map_err(|e| HashError::Failed(e.to_string()))?
+        .map_err(|e| HashError::Failed(e.to_string()))?;
+        if let Some(share) = share {
+            // The rest the suspect lane owes; the caller has its answer meanwhile.
+            tokio::spawn(async move {
+                tokio::time::sleep(took * SUSPECT_REST).await;
+                drop(share);
+            });
+        }
+        out
     }
 }
 
@@ -342,6 +359,29 @@ mod tests {
         assert!(done < 4, "a normal hash went ahead of the queued suspects");
         for t in flood {
             assert!(!t.await.unwrap().unwrap());
+        }
+    }
+
+    /// A suspect verification keeps its place in the lane after it answered (the rest that
+    /// bounds the lane's share of time), while normal computations go on; then the place
+    /// comes back.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_suspect_verification_rests_its_lane_after_answering() {
+        let h = Hasher::new(&cheap(), Pepper::default()).unwrap();
+        let phc = h.hash(b"right".to_vec()).await.unwrap();
+        assert!(
+            !h.verify(b"wrong".to_vec(), phc.clone(), Lane::Suspect)
+                .await
+                .unwrap()
+        );
+        assert_eq!(h.suspects.available_permits(), 0, "the lane rests");
+        assert!(
+            h.verify(b"right".to_vec(), phc, Lane::Normal)
+                .await
+                .unwrap()
+        );
+        while h.suspects.available_permits() == 0 {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
 }

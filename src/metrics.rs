@@ -97,6 +97,7 @@ pub(crate) struct Handles {
     pub(crate) argon2_hashes: Counter,
     pub(crate) argon2_verifications: Counter,
     pub(crate) argon2_refused: Counter,
+    pub(crate) paced: Counter,
     pub(crate) db_unavailable: Counter,
     pub(crate) db_errors: Counter,
     pub(crate) change_log_lag: Gauge,
@@ -160,6 +161,10 @@ fn register() -> Handles {
         "jeton_argon2_refused_total",
         "calls refused because the Argon2 queue was full (RESOURCE_EXHAUSTED)"
     );
+    metrics::describe_counter!(
+        "jeton_validations_paced_total",
+        "answers that found no token and waited because more than 1000 a second were given"
+    );
     metrics::describe_gauge!(
         "jeton_db_pool_connections",
         "database pool connections by state"
@@ -209,6 +214,7 @@ fn register() -> Handles {
         argon2_hashes: counter!("jeton_argon2_computations_total", "kind" => "hash"),
         argon2_verifications: counter!("jeton_argon2_computations_total", "kind" => "verify"),
         argon2_refused: counter!("jeton_argon2_refused_total"),
+        paced: counter!("jeton_validations_paced_total"),
         db_unavailable: counter!("jeton_db_errors_total", "kind" => "unavailable"),
         db_errors: counter!("jeton_db_errors_total", "kind" => "other"),
         change_log_lag: gauge!("jeton_change_log_lag_seconds"),

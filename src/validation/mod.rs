@@ -15,6 +15,8 @@
 //!   secret, it verifies in its own turn. An unknown id costs a database read, no Argon2 (ids
 //!   are public); a wrong secret marks the id suspect for a while, and suspect ids verify in
 //!   a lane that holds at most half of the Argon2 slots.
+//! - **Pacing**: beyond a thousand a second, answers that find no token wait before they
+//!   are given ([`pacer`]), so that callers who hold no token cannot keep the server busy.
 //! - **Stale refresh**: an entry older than the time to live is refreshed by re-reading its
 //!   row, keeping the verified digest (a secret never changes, so no Argon2).
 //! - **Invalidation**: every write that can change an answer appends to the database's
@@ -29,6 +31,7 @@
 mod cache;
 mod entry;
 mod follower;
+mod pacer;
 
 pub(crate) use cache::CacheSettings;
 pub(crate) use entry::Verified;
@@ -62,6 +65,7 @@ pub(crate) struct Validator {
     cache: Arc<ValidationCache>,
     /// First validations in progress, by token id.
     inflight: Arc<Mutex<HashMap<entry::Key, Turn>>>,
+    pacer: Arc<pacer::Pacer>,
     poll_interval: std::time::Duration,
 }
 
@@ -80,6 +84,7 @@ impl Validator {
             hasher,
             cache: Arc::new(ValidationCache::new(settings)),
             inflight: Arc::default(),
+            pacer: Arc::default(),
             poll_interval: settings.poll_interval,
         }
     }
@@ -102,10 +107,24 @@ impl Validator {
     /// The verified entry behind a presented token string, or `None` when there is no such
     /// token or the secret is wrong (indistinguishable on purpose). Revoked and expired tokens
     /// are returned too: the caller judges.
+    /// Beyond a thousand a second, "none" answers are paced ([`pacer`]).
     pub(crate) async fn verified(
         &self,
         presented: &TokenString,
     ) -> Result<Option<Arc<Verified>>, LookupError> {
+        let found = self.find(presented).await?;
+        if found.is_none()
+            && let Some(wait) = self.pacer.no_token(std::time::Instant::now())
+        {
+            if let Some(m) = crate::metrics::get() {
+                m.paced.increment(1);
+            }
+            tokio::time::sleep(wait).await;
+        }
+        Ok(found)
+    }
+
+    async fn find(&self, presented: &TokenString) -> Result<Option<Arc<Verified>>, LookupError> {
         let id = presented.id();
         let lookup = self.cache.token(&id);
         if let Some(m) = crate::metrics::get() {

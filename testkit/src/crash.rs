@@ -98,7 +98,7 @@ async fn load(addr: String, admin: String, acked: Arc<Mutex<Acknowledged>>) {
             return;
         }
         acked.lock().unwrap_or_else(|e| e.into_inner()).validations += 1;
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             if tokens
                 .revoke(proto::RevokeRequest { id: id.clone() })
                 .await

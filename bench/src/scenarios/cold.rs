@@ -1,7 +1,7 @@
 //! Cold `Validate` (first use of a token: database read + Argon2 verify) against Argon2id
 //! alone at the same parameters, and `Generate`, at production Argon2 cost.
 
-use super::Ctx;
+use super::{Ctx, flags};
 use crate::load::{self, Lat};
 use crate::report::table;
 use crate::server::{AdminClient, Server, admin_client};
@@ -24,7 +24,12 @@ pub async fn run(ctx: &Ctx) -> Result<String, BoxError> {
     let db = ctx.sqlite("cold.db");
     let admin = ctx.bootstrap(&db)?;
     // No Argon2 flags: the production cost.
-    let server = ctx.serve(&db, true, &[])?;
+    // No Argon2 flags (the production cost); more tokens than the per-owner quota.
+    let server = ctx.serve(
+        &db,
+        true,
+        &flags(&[("--max-tokens-per-owner", "100000".into())]),
+    )?;
     let client = admin_client(server.channel().await?, &admin)?;
     let (generated, took) = generate(ctx, client).await?;
     let gen_lat = Lat::new(generated.iter().map(|(_, ns)| *ns).collect());

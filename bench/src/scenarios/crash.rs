@@ -66,9 +66,10 @@ pub async fn run(ctx: &Ctx) -> Result<String, BoxError> {
 
 async fn engine(ctx: &Ctx, db: &str) -> Result<(CrashRun, f64), BoxError> {
     let admin = ctx.bootstrap(db)?;
-    let spinner = ctx
-        .progress
-        .spinner(format!("{KILLS} kills on {}", db.split(':').next().unwrap_or(db)));
+    let spinner = ctx.progress.spinner(format!(
+        "{KILLS} kills on {}",
+        db.split(':').next().unwrap_or(db)
+    ));
     let t = Instant::now();
     let run = crash::run(&ctx.jeton, db, &admin, KILLS, ARGS).await?;
     spinner.finish();
