@@ -177,9 +177,15 @@ impl TryFrom<(proto::ListRequest, &Actor)> for Listing<ListInput> {
     type Error = Error;
 
     fn try_from((r, actor): (proto::ListRequest, &Actor)) -> Result<Self> {
+        // Every filter, and who asks: a page token carries on only the listing it came from.
+        let within = r
+            .expire_within
+            .as_ref()
+            .map(|d| format!("{}.{:09}", d.seconds, d.nanos))
+            .unwrap_or_default();
         let pager = Pager::new(format!(
-            "{}|{}|{}|{}",
-            r.namespace, r.status, r.owner, actor.principal
+            "{}|{}|{}|{}|{}|{}",
+            r.namespace, r.status, r.owner, within, actor.tenant, actor.principal
         ));
         let after = pager
             .decode(&r.page_token)?
@@ -499,6 +505,40 @@ mod tests {
             if let Some(t) = TokenString::parse(&s) {
                 prop_assert_eq!(t.expose(), s.as_str());
             }
+        }
+    }
+
+    /// A page token carries on only the listing it came from: another `expire_within` (or
+    /// none) is another listing.
+    #[test]
+    fn a_page_token_is_bound_to_expire_within() {
+        let list = |within: Option<i64>, page_token: String| {
+            Listing::<ListInput>::try_from((
+                proto::ListRequest {
+                    expire_within: within.map(|seconds| Duration { seconds, nanos: 0 }),
+                    page_token,
+                    ..Default::default()
+                },
+                &actor(),
+            ))
+        };
+        let cursor = crate::grpc::page::Cursor {
+            created_micros: 1_700_000_000_000_000,
+            key: "0123456789ABCDEFGHIJKL".into(),
+        };
+        let token = list(Some(3600), String::new())
+            .unwrap()
+            .pager
+            .next(true, Some(cursor));
+        assert!(list(Some(3600), token.clone()).is_ok());
+        for other in [Some(7200), None] {
+            assert!(matches!(
+                list(other, token.clone()),
+                Err(Error::InvalidArgument {
+                    field: "page_token",
+                    ..
+                })
+            ));
         }
     }
 
