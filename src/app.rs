@@ -7,8 +7,9 @@
 
 use crate::background::Task;
 use crate::config::{BackupConfig, BootstrapConfig, DbConfig, ServeConfig};
-use crate::domain::{ApiUrl, Clock, DisplayName, Tenant};
+use crate::domain::{ApiUrl, Clock, DisplayName, Networks, Tenant};
 use crate::hashing::{HashError, Hasher};
+use crate::http::ScanningKeys;
 use crate::last_use::{self, LastUse};
 use crate::readiness::Readiness;
 use crate::store::{Store, StoreError};
@@ -47,6 +48,8 @@ pub enum AppError {
     Tls { message: String },
     #[error("backup: {0}")]
     Backup(String),
+    #[error("secret scanning keys")]
+    ScanningKeys(#[source] Cause),
     #[error("transport: {0}")]
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
@@ -121,7 +124,11 @@ pub struct Server {
         TcpListener,
         &'static metrics_exporter_prometheus::PrometheusHandle,
     )>,
-    http: Option<(TcpListener, Option<tokio_rustls::TlsAcceptor>)>,
+    http: Option<(
+        TcpListener,
+        Option<tokio_rustls::TlsAcceptor>,
+        Option<Arc<ScanningKeys>>,
+    )>,
     store: Store,
     cases: UseCases,
     validator: Validator,
@@ -166,7 +173,19 @@ impl Server {
                     ),
                     None => None,
                 };
-                Some((bind(addr).await?, tls))
+                let keys = match &config.secret_scanning_keys {
+                    Some(path) => Some(Arc::new(
+                        ScanningKeys::load(path)
+                            .map_err(|e| AppError::ScanningKeys(Box::new(e)))?,
+                    )),
+                    None => None,
+                };
+                Some((bind(addr).await?, tls, keys))
+            }
+            None if config.secret_scanning_keys.is_some() => {
+                return Err(AppError::ScanningKeys(
+                    "--secret-scanning-keys: reports are received on the HTTP listener; give --http-listen too".into(),
+                ));
             }
             None => None,
         };
@@ -201,7 +220,7 @@ impl Server {
 
     /// Where the HTTP front door is served, when it is.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self.http.as_ref().and_then(|(l, _)| l.local_addr().ok())
+        self.http.as_ref().and_then(|(l, _, _)| l.local_addr().ok())
     }
 
     /// Where metrics are served, when they are.
@@ -238,6 +257,9 @@ impl Server {
             cases
                 .directory
                 .start_sweeping(config.activation_sweep_interval),
+            cases
+                .tokens
+                .start_retiring(config.retirement_sweep_interval),
         ];
         if let Some((listener, recorder)) = metrics {
             if let Ok(addr) = listener.local_addr() {
@@ -252,11 +274,15 @@ impl Server {
             };
             tasks.push(serve_metrics(listener, recorder, scrape));
         }
-        if let Some((listener, tls)) = http {
+        if let Some((listener, tls, scanning)) = http {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, tls = tls.is_some(), "http listening");
             }
-            let router = crate::http::router(cases.access.clone());
+            let router = crate::http::router(crate::http::Front {
+                access: cases.access.clone(),
+                trusted_proxies: Arc::new(Networks::from_nets(config.trusted_proxies.clone())),
+                scanning,
+            });
             let acceptor = crate::net::Acceptor::new(listener, config.limits());
             tasks.push(crate::http::serve(acceptor, tls, router));
         }
@@ -413,6 +439,8 @@ pub async fn bootstrap(
             .clone()
             .unwrap_or_else(|| ApiUrl::default_for(&config.tenant)),
         max_token_lifetime: None,
+        revoke_unused_after: None,
+        require_allowed_cidrs: false,
         id: config.tenant.clone(),
     };
     let generated =

@@ -10,8 +10,9 @@
 //!   expired token, or one of another namespace; 403 for a role that is not active now or
 //!   scopes that are not enough. The JSON body names the reason, never the token.
 
-use crate::domain::{Namespace, Reason, ScopeSet, TokenString};
+use crate::domain::{Namespace, Networks, Reason, ScopeSet, TokenString};
 use crate::usecase::{ValidateInput, Validated};
+use std::net::{IpAddr, SocketAddr};
 
 pub(crate) const TENANT: &str = "x-jeton-tenant";
 pub(crate) const SUBJECT: &str = "x-jeton-subject";
@@ -32,11 +33,13 @@ pub(crate) fn bearer(authorization: &str) -> Option<&str> {
         .then(|| token.trim())
 }
 
-/// What to validate: the presented string (if any), in `namespace`, needing `required`.
+/// What to validate: the presented string (if any), in `namespace`, needing `required`,
+/// from a client at `client` (when the adapter knows it).
 pub(crate) fn input(
     presented: Option<&str>,
     namespace: Namespace,
     required: ScopeSet,
+    client: Option<IpAddr>,
 ) -> ValidateInput {
     ValidateInput {
         token: presented
@@ -45,7 +48,41 @@ pub(crate) fn input(
         namespace,
         required,
         tenant: None,
+        client,
     }
+}
+
+/// The address of the client behind a request that reached jeton from `peer`. From a
+/// trusted proxy, `X-Forwarded-For` (its values in order) is read from the right, skipping
+/// the trusted proxies it passed through: the first address that is not one of them is the
+/// client's (all of them trusted: the leftmost). From anyone else the header is ignored and
+/// the peer is the client. An entry that is not an address ends the walk with no answer:
+/// fail closed.
+pub(crate) fn client_address(
+    peer: IpAddr,
+    forwarded_for: &[&str],
+    trusted: &Networks,
+) -> Option<IpAddr> {
+    if !trusted.contains(peer) {
+        return Some(peer.to_canonical());
+    }
+    let mut client = peer;
+    for entry in forwarded_for
+        .iter()
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .rev()
+    {
+        let addr = entry
+            .parse::<IpAddr>()
+            .ok()
+            .or_else(|| entry.parse::<SocketAddr>().ok().map(|s| s.ip()))?;
+        client = addr;
+        if !trusted.contains(addr) {
+            break;
+        }
+    }
+    Some(client.to_canonical())
 }
 
 /// A namespace as routes name it: `api`, `log_collector`, `siem` (any case, `-` or `_`).
@@ -98,6 +135,7 @@ pub(crate) fn reason_name(r: Reason) -> &'static str {
         Reason::WrongNamespace => "wrong_namespace",
         Reason::RoleInactive => "role_inactive",
         Reason::InsufficientScope => "insufficient_scope",
+        Reason::AddressNotAllowed => "address_not_allowed",
     }
 }
 
@@ -110,6 +148,9 @@ impl Verdict {
     fn deny(reason: Reason, name: &str) -> Self {
         let (status, error) = match reason {
             Reason::RoleInactive | Reason::InsufficientScope => (403, "insufficient_scope"),
+            // A good token, from where it may not be used: forbidden, and retrying with the
+            // same token from here cannot help.
+            Reason::AddressNotAllowed => (403, "invalid_token"),
             _ => (401, "invalid_token"),
         };
         Verdict::Deny {
@@ -177,5 +218,38 @@ mod tests {
             panic!("denied")
         };
         assert_eq!(status, 403);
+    }
+
+    #[test]
+    fn the_client_is_the_peer_unless_the_peer_is_a_trusted_proxy() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let trusted = Networks::parse(["10.0.0.0/8", "::1"]).unwrap();
+        // Untrusted peer: its header is ignored, whatever it says.
+        assert_eq!(
+            client_address(ip("203.0.113.5"), &["198.51.100.1"], &trusted),
+            Some(ip("203.0.113.5"))
+        );
+        // Trusted peer: the rightmost address that is not a trusted proxy.
+        assert_eq!(
+            client_address(
+                ip("10.0.0.2"),
+                &["198.51.100.9, 192.0.2.7", "10.0.0.3"],
+                &trusted
+            ),
+            Some(ip("192.0.2.7"))
+        );
+        // A port, IPv6, and a trusted peer with no header (it is the client).
+        assert_eq!(
+            client_address(ip("::1"), &["[2001:db8::5]:443"], &trusted),
+            Some(ip("2001:db8::5"))
+        );
+        assert_eq!(client_address(ip("::1"), &[], &trusted), Some(ip("::1")));
+        // Garbage in the part that is read: no answer, and a bound token fails closed.
+        assert_eq!(client_address(ip("10.0.0.2"), &["unknown"], &trusted), None);
+        // IPv4 seen as IPv6.
+        assert_eq!(
+            client_address(ip("::ffff:203.0.113.5"), &[], &trusted),
+            Some(ip("203.0.113.5"))
+        );
     }
 }

@@ -20,6 +20,7 @@ pub(crate) const METHODS: &[&str] = &[
     "jeton.v1.TokenService/List",
     "jeton.v1.TokenService/Revoke",
     "jeton.v1.TokenService/Validate",
+    "jeton.v1.TokenService/RevokeLeaked",
     "jeton.v1.DirectoryService/PutPrincipal",
     "jeton.v1.DirectoryService/GetPrincipal",
     "jeton.v1.DirectoryService/ListPrincipals",
@@ -57,7 +58,7 @@ pub(crate) const CODES: [&str; 17] = [
 ];
 
 /// Outcomes of a validation: valid, or the reason it is not.
-pub(crate) const OUTCOMES: [&str; 8] = [
+pub(crate) const OUTCOMES: [&str; 9] = [
     "valid",
     "malformed",
     "not_found",
@@ -66,6 +67,7 @@ pub(crate) const OUTCOMES: [&str; 8] = [
     "wrong_namespace",
     "role_inactive",
     "insufficient_scope",
+    "address_not_allowed",
 ];
 
 pub(crate) const NAMESPACES: [&str; 3] = ["api", "log_collector", "siem"];
@@ -90,7 +92,7 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub(crate) struct Handles {
     rpc: Vec<[Counter; 17]>,
     rpc_seconds: Vec<Histogram>,
-    validations: [[Counter; 8]; 3],
+    validations: [[Counter; 9]; 3],
     cache: [Counter; 4],
     pub(crate) argon2_running: Gauge,
     pub(crate) argon2_waiting: Gauge,
@@ -257,6 +259,7 @@ impl Handles {
             Err(Reason::WrongNamespace) => 5,
             Err(Reason::RoleInactive) => 6,
             Err(Reason::InsufficientScope) => 7,
+            Err(Reason::AddressNotAllowed) => 8,
         };
         self.validations[ns][outcome].increment(1);
     }

@@ -128,6 +128,18 @@ pub struct ServeConfig {
     /// --tls-cert is given; off when not given
     #[arg(long, env = "JETON_HTTP_LISTEN", value_name = "ADDR")]
     pub http_listen: Option<SocketAddr>,
+    /// Proxies whose X-Forwarded-For the HTTP front door believes (comma-separated networks
+    /// or addresses): the client address of a forward-auth request from one of them is the
+    /// last address in X-Forwarded-For that is not itself such a proxy; from anyone else it
+    /// is the connection's. None by default
+    #[arg(long, env = "JETON_TRUSTED_PROXIES", value_name = "CIDRS", value_delimiter = ',',
+          value_parser = parse::network)]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// GitHub's secret-scanning public keys, as GitHub publishes them (JSON with
+    /// public_keys: key_identifier, key): turns on POST /v1/secret-scanning/reports on the
+    /// HTTP listener, which revokes the leaked tokens that signed reports name
+    #[arg(long, env = "JETON_SECRET_SCANNING_KEYS", value_name = "FILE")]
+    pub secret_scanning_keys: Option<PathBuf>,
     /// Start on a throwaway database with tenant "dev" and admin "admin@dev", and print the
     /// admin's token and commands to try (for a first look, never for production)
     #[arg(long, env = "JETON_DEV", conflicts_with = "url")]
@@ -181,6 +193,10 @@ pub struct ServeConfig {
     #[arg(long, env = "JETON_ACTIVATION_SWEEP_INTERVAL", value_name = "DURATION",
           default_value = "10s", value_parser = parse::positive_duration)]
     pub activation_sweep_interval: Duration,
+    /// How often tokens left unused for their tenant's revoke_unused_after are revoked
+    #[arg(long, env = "JETON_RETIREMENT_SWEEP_INTERVAL", value_name = "DURATION",
+          default_value = "1m", value_parser = parse::positive_duration)]
+    pub retirement_sweep_interval: Duration,
     /// Most connections open at once on each port (gRPC, HTTP); more wait to be accepted
     #[arg(long = "max-connections", env = "JETON_MAX_CONNECTIONS", value_name = "N",
           default_value = "10000", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]

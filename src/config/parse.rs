@@ -27,6 +27,15 @@ pub(super) fn positive_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// A `sqlite://` or `postgres://` URL.
+/// A network in CIDR notation, or one address.
+pub(super) fn network(s: &str) -> Result<ipnet::IpNet, String> {
+    let s = s.trim();
+    s.parse::<ipnet::IpNet>()
+        .map(|n| n.trunc())
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is neither a network (10.0.0.0/8) nor an address"))
+}
+
 pub(super) fn database_url(s: &str) -> Result<DatabaseUrl, String> {
     let known = ["sqlite:", "postgres://", "postgresql://"];
     if known.iter().any(|k| s.starts_with(k)) {

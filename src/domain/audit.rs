@@ -19,12 +19,13 @@ pub(crate) enum AuditAction {
     ActivationExpired,
     TenantCreated,
     TenantChanged,
+    TokenLeaked,
 }
 
 impl AuditAction {
     /// Every action (the store's codec test checks it spells each).
     #[cfg(test)]
-    pub(crate) const ALL: [AuditAction; 11] = [
+    pub(crate) const ALL: [AuditAction; 12] = [
         AuditAction::TokenGenerated,
         AuditAction::TokenRotated,
         AuditAction::TokenRevoked,
@@ -36,6 +37,7 @@ impl AuditAction {
         AuditAction::ActivationExpired,
         AuditAction::TenantCreated,
         AuditAction::TenantChanged,
+        AuditAction::TokenLeaked,
     ];
 }
 

@@ -10,6 +10,7 @@
 mod audit;
 mod clock;
 mod names;
+mod network;
 mod principal;
 mod rules;
 mod scope;
@@ -22,9 +23,11 @@ pub use token::{Namespace, TOKEN_LEN, TokenId, TokenString};
 
 pub(crate) use audit::{AuditAction, AuditEvent, TIME_ACTOR};
 pub(crate) use names::{AuditTarget, Justification, Subject, TokenName};
+pub(crate) use network::Networks;
 pub(crate) use principal::{Assignment, Principal, Role, Tenant};
 pub(crate) use rules::{
-    Actor, Denied, MAX_GRACE, activation_end, judge, rotated_scopes, scopes_for_new_token,
+    Actor, Denied, MAX_GRACE, activation_end, address_allowed, judge, rotated_scopes,
+    scopes_for_new_token,
 };
 pub(crate) use scope::{Scope, ScopeSet};
 pub(crate) use token::{GeneratedToken, Reason, Token, TokenStatus, TokenView, status_of};

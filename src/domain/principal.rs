@@ -12,6 +12,10 @@ pub(crate) struct Tenant {
     pub(crate) api_url: ApiUrl,
     /// Longest lifetime of a new token, if the tenant sets one.
     pub(crate) max_token_lifetime: Option<chrono::TimeDelta>,
+    /// Tokens unused this long (never used: since generation) are revoked by jeton.
+    pub(crate) revoke_unused_after: Option<chrono::TimeDelta>,
+    /// Whether log-collector and SIEM tokens must be bound to networks.
+    pub(crate) require_allowed_cidrs: bool,
 }
 
 impl Tenant {

@@ -5,6 +5,7 @@ use super::{
     Token,
 };
 use chrono::{DateTime, TimeDelta, Utc};
+use std::net::IpAddr;
 
 /// Who is calling jeton, once authenticated, with the scopes they hold now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -136,14 +137,21 @@ pub(crate) fn scopes_for_new_token(
     Ok(requested)
 }
 
-/// Rules 3, 6, 7 and 9 for a token whose secret has already been verified: what it grants
-/// at `now` in `namespace`, given its owner as stored now (`None` when the owner was
-/// removed; ignored for tenant-owned namespaces).
+/// Whether a token bound to networks may be used from `client`: never without an address
+/// to check (fail closed); always for a token bound to none.
+pub(crate) fn address_allowed(token: &Token, client: Option<IpAddr>) -> bool {
+    token.allowed.is_empty() || client.is_some_and(|a| token.allowed.contains(a))
+}
+
+/// Rules 3, 6, 7 and 9 (and network binding) for a token whose secret has already been
+/// verified: what it grants at `now` in `namespace` to a client at `client`, given its owner
+/// as stored now (`None` when the owner was removed; ignored for tenant-owned namespaces).
 pub(crate) fn judge(
     token: &Token,
     owner: Option<&Principal>,
     namespace: Namespace,
     required: ScopeSet,
+    client: Option<IpAddr>,
     now: DateTime<Utc>,
 ) -> Result<ScopeSet, Reason> {
     if token.namespace != namespace {
@@ -154,6 +162,9 @@ pub(crate) fn judge(
     }
     if token.is_expired_at(now) {
         return Err(Reason::Expired);
+    }
+    if !address_allowed(token, client) {
+        return Err(Reason::AddressNotAllowed);
     }
     let effective = match token.namespace {
         // Tenant-owned tokens do not lapse with anybody's role.
@@ -175,7 +186,7 @@ pub(crate) fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Assignment, Role, Subject, TokenId, TokenName};
+    use crate::domain::{Assignment, Networks, Role, Subject, TokenId, TokenName};
     use chrono::TimeDelta;
 
     fn actor(scopes: ScopeSet) -> Actor {
@@ -200,6 +211,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             replaces: None,
+            allowed: Networks::default(),
         }
     }
 
@@ -245,44 +257,75 @@ mod tests {
         let read = ScopeSet::of(&[Scope::Read]);
         let write = ScopeSet::of(&[Scope::Write]);
         assert_eq!(
-            judge(&t, Some(&op), Namespace::Api, write, now),
+            judge(&t, Some(&op), Namespace::Api, write, None, now),
             Ok(Role::Operator.scopes())
         );
         assert_eq!(
-            judge(&t, Some(&rd), Namespace::Api, ScopeSet::EMPTY, now),
+            judge(&t, Some(&rd), Namespace::Api, ScopeSet::EMPTY, None, now),
             Ok(read)
         );
         assert_eq!(
-            judge(&t, Some(&rd), Namespace::Api, write, now),
+            judge(&t, Some(&rd), Namespace::Api, write, None, now),
             Err(Reason::InsufficientScope)
         );
         assert_eq!(
-            judge(&t, None, Namespace::Api, read, now),
+            judge(&t, None, Namespace::Api, read, None, now),
             Err(Reason::RoleInactive)
         );
         assert_eq!(
-            judge(&t, Some(&op), Namespace::Siem, read, now),
+            judge(&t, Some(&op), Namespace::Siem, read, None, now),
             Err(Reason::WrongNamespace)
         );
         let mut expiring = t.clone();
         expiring.expires_at = Some(now);
         assert_eq!(
-            judge(&expiring, Some(&op), Namespace::Api, read, now),
+            judge(&expiring, Some(&op), Namespace::Api, read, None, now),
             Err(Reason::Expired)
         );
         let mut revoked = t.clone();
         revoked.revoked_at = Some(now - TimeDelta::seconds(1));
         assert_eq!(
-            judge(&revoked, Some(&op), Namespace::Api, read, now),
+            judge(&revoked, Some(&op), Namespace::Api, read, None, now),
             Err(Reason::Revoked)
         );
+    }
+
+    #[test]
+    fn a_bound_token_needs_an_address_inside_its_networks() {
+        let now = Utc::now();
+        let mut t = token(Namespace::LogCollector, Role::Reader.scopes());
+        t.allowed = Networks::parse(["203.0.113.0/24", "2001:db8::/32"]).unwrap();
+        let judged = |t: &Token, client: Option<&str>| {
+            judge(
+                t,
+                None,
+                Namespace::LogCollector,
+                ScopeSet::EMPTY,
+                client.map(|c| c.parse().unwrap()),
+                now,
+            )
+        };
+        assert!(judged(&t, Some("203.0.113.7")).is_ok());
+        assert!(judged(&t, Some("2001:db8::7")).is_ok());
+        assert_eq!(
+            judged(&t, Some("198.51.100.1")),
+            Err(Reason::AddressNotAllowed)
+        );
+        assert_eq!(
+            judged(&t, None),
+            Err(Reason::AddressNotAllowed),
+            "fails closed"
+        );
+        // Revocation and expiry are said first.
+        t.revoked_at = Some(now);
+        assert_eq!(judged(&t, None), Err(Reason::Revoked));
     }
 
     #[test]
     fn tenant_tokens_ignore_principals() {
         let t = token(Namespace::Siem, Role::Reader.scopes());
         assert_eq!(
-            judge(&t, None, Namespace::Siem, ScopeSet::EMPTY, Utc::now()),
+            judge(&t, None, Namespace::Siem, ScopeSet::EMPTY, None, Utc::now()),
             Ok(Role::Reader.scopes())
         );
     }

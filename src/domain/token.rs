@@ -191,6 +191,8 @@ pub(crate) struct Token {
     pub(crate) revoked_at: Option<DateTime<Utc>>,
     /// The token this one replaced by rotation.
     pub(crate) replaces: Option<TokenId>,
+    /// The networks it validates from; empty: any.
+    pub(crate) allowed: super::Networks,
 }
 
 impl Token {
@@ -245,6 +247,7 @@ pub(crate) enum Reason {
     WrongNamespace,
     RoleInactive,
     InsufficientScope,
+    AddressNotAllowed,
 }
 
 #[cfg(test)]

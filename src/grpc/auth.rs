@@ -53,5 +53,7 @@ pub(super) async fn caller<T>(access: &Access, req: &Request<T>) -> Result<Actor
     }
     let token =
         TokenString::parse(token.trim()).ok_or(Error::Unauthenticated("invalid bearer token"))?;
-    access.authenticate(&token).await
+    access
+        .authenticate(&token, req.remote_addr().map(|a| a.ip().to_canonical()))
+        .await
 }

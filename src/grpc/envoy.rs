@@ -87,6 +87,19 @@ fn respond(verdict: Verdict, client_headers: Vec<String>) -> CheckResponse {
 impl Authorization for EnvoyAuthz {
     async fn check(&self, req: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
         let attributes = req.into_inner().attributes.unwrap_or_default();
+        // The downstream client as Envoy saw it (Envoy resolves X-Forwarded-For itself, as
+        // its own configuration says).
+        let client = attributes
+            .source
+            .as_ref()
+            .and_then(|s| s.address.as_ref())
+            .and_then(|a| match &a.address {
+                Some(
+                    envoy_types::pb::envoy::config::core::v3::address::Address::SocketAddress(s),
+                ) => s.address.parse::<std::net::IpAddr>().ok(),
+                _ => None,
+            })
+            .map(|a| a.to_canonical());
         let extensions = &attributes.context_extensions;
         let extension = |key| extensions.get(key).map_or("", String::as_str);
         let namespace = gate::namespace(extension(NAMESPACE_KEY)).ok_or_else(|| {
@@ -113,7 +126,7 @@ impl Authorization for EnvoyAuthz {
         let verdict = match headers.get("authorization").and_then(|h| gate::bearer(h)) {
             None => Verdict::missing(),
             Some(token) => {
-                let input = gate::input(Some(token), namespace, required);
+                let input = gate::input(Some(token), namespace, required, client);
                 self.access.validate(&input).await?.into()
             }
         };

@@ -6,7 +6,8 @@ use super::page::{Pager, not_ours, page_size};
 use super::proto;
 use crate::domain::{
     Actor, ApiUrl, Assignment, AuditTarget, DisplayName, Justification, MAX_GRACE, NameError,
-    Namespace, PrincipalId, Role, ScopeSet, Subject, TenantId, TokenId, TokenName, TokenStatus,
+    Namespace, Networks, PrincipalId, Role, ScopeSet, Subject, TenantId, TokenId, TokenName,
+    TokenStatus,
 };
 use crate::usecase::{
     ActivateInput, AuditQuery, Error, GenerateInput, ListInput, PrincipalInput, PrincipalQuery,
@@ -125,6 +126,27 @@ fn duration(name: &'static str, d: &Duration) -> Result<TimeDelta> {
     Ok(TimeDelta::seconds(d.seconds) + TimeDelta::microseconds(i64::from(d.nanos / 1000)))
 }
 
+/// A positive duration, or none.
+fn positive(name: &'static str, d: Option<&Duration>) -> Result<Option<TimeDelta>> {
+    let Some(d) = d else { return Ok(None) };
+    let d = duration(name, d)?;
+    if d <= TimeDelta::zero() {
+        return Err(Error::invalid(name, "must be positive"));
+    }
+    Ok(Some(d))
+}
+
+/// An IP address written by a caller; empty means none.
+fn address(name: &'static str, s: &str) -> Result<Option<std::net::IpAddr>> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    s.trim()
+        .parse::<std::net::IpAddr>()
+        .map(|a| Some(a.to_canonical()))
+        .map_err(|_| Error::invalid(name, "must be an IPv4 or IPv6 address"))
+}
+
 impl TryFrom<proto::GenerateRequest> for GenerateInput {
     type Error = Error;
 
@@ -162,6 +184,8 @@ impl TryFrom<proto::GenerateRequest> for GenerateInput {
                 .as_ref()
                 .map(|t| time("expire_time", t))
                 .transpose()?,
+            allowed: Networks::parse(r.allowed_cidrs.iter().map(String::as_str))
+                .map_err(|e| Error::invalid("allowed_cidrs", e))?,
         })
     }
 }
@@ -178,14 +202,20 @@ impl TryFrom<(proto::ListRequest, &Actor)> for Listing<ListInput> {
 
     fn try_from((r, actor): (proto::ListRequest, &Actor)) -> Result<Self> {
         // Every filter, and who asks: a page token carries on only the listing it came from.
-        let within = r
-            .expire_within
-            .as_ref()
-            .map(|d| format!("{}.{:09}", d.seconds, d.nanos))
-            .unwrap_or_default();
+        let spelled = |d: &Option<Duration>| {
+            d.as_ref()
+                .map(|d| format!("{}.{:09}", d.seconds, d.nanos))
+                .unwrap_or_default()
+        };
         let pager = Pager::new(format!(
-            "{}|{}|{}|{}|{}|{}",
-            r.namespace, r.status, r.owner, within, actor.tenant, actor.principal
+            "{}|{}|{}|{}|{}|{}|{}",
+            r.namespace,
+            r.status,
+            r.owner,
+            spelled(&r.expire_within),
+            spelled(&r.retire_within),
+            actor.tenant,
+            actor.principal
         ));
         let after = pager
             .decode(&r.page_token)?
@@ -201,16 +231,8 @@ impl TryFrom<(proto::ListRequest, &Actor)> for Listing<ListInput> {
             owner: optional("owner", &r.owner, Subject::parse)?,
             limit: page_size(r.page_size)?,
             after,
-            expire_within: match &r.expire_within {
-                None => None,
-                Some(d) => {
-                    let d = duration("expire_within", d)?;
-                    if d <= TimeDelta::zero() {
-                        return Err(Error::invalid("expire_within", "must be positive"));
-                    }
-                    Some(d)
-                }
-            },
+            expire_within: positive("expire_within", r.expire_within.as_ref())?,
+            retire_within: positive("retire_within", r.retire_within.as_ref())?,
         };
         Ok(Listing { input, pager })
     }
@@ -222,7 +244,13 @@ impl TryFrom<proto::ValidateRequest> for ValidateInput {
     fn try_from(r: proto::ValidateRequest) -> Result<Self> {
         let namespace = namespace("namespace", r.namespace)?;
         let required = scopes("required_scopes", &r.required_scopes)?;
-        Ok(crate::gate::input(Some(&r.token), namespace, required))
+        let client = address("client_address", &r.client_address)?;
+        Ok(crate::gate::input(
+            Some(&r.token),
+            namespace,
+            required,
+            client,
+        ))
     }
 }
 
@@ -281,7 +309,35 @@ impl TryFrom<proto::ActivateRoleRequest> for ActivateInput {
 }
 
 /// The fields an empty `update_mask` stands for.
-const TENANT_FIELDS: [&str; 3] = ["display_name", "api_url", "max_token_lifetime"];
+const TENANT_FIELDS: [&str; 5] = [
+    "display_name",
+    "api_url",
+    "max_token_lifetime",
+    "revoke_unused_after",
+    "require_allowed_cidrs",
+];
+
+/// The shortest `revoke_unused_after`: last-use times are written behind (seconds to
+/// minutes), so a shorter policy could retire a token in use.
+const MIN_UNUSED: TimeDelta = TimeDelta::days(1);
+
+/// A tenant's retirement policy: unset or zero removes it; otherwise whole seconds, at least
+/// one day.
+fn retirement(d: Option<&Duration>) -> Result<Option<TimeDelta>> {
+    const FIELD: &str = "tenant.revoke_unused_after";
+    let Some(d) = d else { return Ok(None) };
+    let after = duration(FIELD, d)?;
+    if d.seconds == 0 && d.nanos == 0 {
+        return Ok(None);
+    }
+    if d.nanos != 0 || after < MIN_UNUSED {
+        return Err(Error::invalid(
+            FIELD,
+            "must be a whole number of seconds, at least one day (or 0 for none)",
+        ));
+    }
+    Ok(Some(after))
+}
 
 /// A tenant's cap on token lifetimes: unset or zero removes it; anything else must be a
 /// whole number of seconds, at least one — a value that would be rounded to "no cap" is
@@ -330,6 +386,12 @@ impl TryFrom<proto::UpdateTenantRequest> for TenantUpdate {
                 }
                 "max_token_lifetime" => {
                     update.max_token_lifetime = Some(lifetime_cap(t.max_token_lifetime.as_ref())?);
+                }
+                "revoke_unused_after" => {
+                    update.revoke_unused_after = Some(retirement(t.revoke_unused_after.as_ref())?);
+                }
+                "require_allowed_cidrs" => {
+                    update.require_allowed_cidrs = Some(t.require_allowed_cidrs);
                 }
                 other => {
                     return Err(Error::invalid(
@@ -420,6 +482,15 @@ mod tests {
         ]
     }
 
+    /// Addresses and networks, well formed or not, of both families.
+    fn network() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1?[0-9]?[0-9])){3}(/[0-9]{1,3})?",
+            "[0-9a-f:]{2,39}(/[0-9]{1,3})?",
+            text(),
+        ]
+    }
+
     fn actor() -> Actor {
         Actor {
             tenant: TenantId::parse("contoso").unwrap(),
@@ -440,26 +511,28 @@ mod tests {
 
         #[test]
         fn generate(name in text(), ns in int32(), scopes in proptest::collection::vec(text(), 0..4),
-                    subject in text(), expire in timestamp(), rotate in text(), grace in durations()) {
+                    subject in text(), expire in timestamp(), rotate in text(), grace in durations(),
+                    cidrs in proptest::collection::vec(network(), 0..4)) {
             named(GenerateInput::try_from(proto::GenerateRequest {
                 name, namespace: ns, scopes, subject, expire_time: expire, rotate_id: rotate,
-                grace_period: grace,
+                grace_period: grace, allowed_cidrs: cidrs,
             }));
         }
 
         #[test]
         fn list(ns in int32(), status in int32(), owner in text(), size in int32(),
-                page in text(), within in durations()) {
+                page in text(), within in durations(), retire in durations()) {
             named(Listing::<ListInput>::try_from((proto::ListRequest {
                 namespace: ns, status, owner, page_size: size, page_token: page,
-                expire_within: within,
+                expire_within: within, retire_within: retire,
             }, &actor())));
         }
 
         #[test]
-        fn validate(token in text(), ns in int32(), scopes in proptest::collection::vec(text(), 0..4)) {
+        fn validate(token in text(), ns in int32(), scopes in proptest::collection::vec(text(), 0..4),
+                    client in network()) {
             named(ValidateInput::try_from(proto::ValidateRequest {
-                token, namespace: ns, required_scopes: scopes,
+                token, namespace: ns, required_scopes: scopes, client_address: client,
             }));
         }
 
@@ -486,12 +559,14 @@ mod tests {
 
         #[test]
         fn tenant_and_audit(display in text(), url in text(), max in durations(),
+                            unused in durations(), require in any::<bool>(),
                             paths in proptest::collection::vec(text(), 0..4),
                             target in text(), size in int32(), page in text()) {
             named(TenantUpdate::try_from(proto::UpdateTenantRequest {
                 tenant: Some(proto::Tenant {
                     id: String::new(), display_name: display, api_url: url,
-                    max_token_lifetime: max,
+                    max_token_lifetime: max, revoke_unused_after: unused,
+                    require_allowed_cidrs: require,
                 }),
                 update_mask: Some(prost_types::FieldMask { paths }),
             }));

@@ -58,6 +58,7 @@ impl From<Reason> for proto::Reason {
             Reason::WrongNamespace => proto::Reason::WrongNamespace,
             Reason::RoleInactive => proto::Reason::RoleInactive,
             Reason::InsufficientScope => proto::Reason::InsufficientScope,
+            Reason::AddressNotAllowed => proto::Reason::AddressNotAllowed,
         }
     }
 }
@@ -81,6 +82,7 @@ impl From<&TokenView> for proto::Token {
                 .replaces
                 .as_ref()
                 .map_or_else(String::new, |r| r.as_str().to_owned()),
+            allowed_cidrs: t.allowed.names(),
         }
     }
 }
@@ -170,6 +172,8 @@ impl From<&Tenant> for proto::Tenant {
             display_name: t.display_name.as_str().to_owned(),
             api_url: t.api_url.as_str().to_owned(),
             max_token_lifetime: t.max_token_lifetime.map(duration),
+            revoke_unused_after: t.revoke_unused_after.map(duration),
+            require_allowed_cidrs: t.require_allowed_cidrs,
         }
     }
 }
@@ -189,6 +193,7 @@ impl From<AuditAction> for proto::AuditAction {
             A::ActivationExpired => proto::AuditAction::ActivationExpired,
             A::TenantCreated => proto::AuditAction::TenantCreated,
             A::TenantChanged => proto::AuditAction::TenantChanged,
+            A::TokenLeaked => proto::AuditAction::TokenLeaked,
         }
     }
 }

@@ -20,6 +20,8 @@ use tower::layer::util::{Identity, Stack};
 /// Largest request of jeton's own services: far above any valid one (1000 scopes, names of
 /// 200 characters…), far below tonic's 4 MiB default.
 pub(crate) const MAX_REQUEST: usize = 64 * 1024;
+/// Largest `TokenService` request: `RevokeLeaked` carries up to 1000 token strings (78 KB).
+pub(crate) const MAX_TOKEN_REQUEST: usize = 128 * 1024;
 /// Largest Envoy `Check`: it carries the client's headers, which proxies allow up to tens of
 /// KiB.
 pub(crate) const MAX_CHECK: usize = 256 * 1024;
@@ -39,10 +41,7 @@ pub(crate) async fn services(
             .register_encoded_file_descriptor_set(proto::ENVOY_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let tokens = TokenApi {
-        tokens: cases.tokens.clone(),
-        access: cases.access.clone(),
-    };
+    let tokens = TokenApi::new(cases.tokens.clone(), cases.access.clone());
     let directory = DirectoryApi {
         directory: cases.directory.clone(),
         tenants: cases.tenants.clone(),
@@ -54,7 +53,7 @@ pub(crate) async fn services(
     let routes = Routes::new(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(TokenServiceServer::new(tokens).max_decoding_message_size(MAX_REQUEST))
+        .add_service(TokenServiceServer::new(tokens).max_decoding_message_size(MAX_TOKEN_REQUEST))
         .add_service(DirectoryServiceServer::new(directory).max_decoding_message_size(MAX_REQUEST))
         .add_service(AuthorizationServer::new(envoy).max_decoding_message_size(MAX_CHECK));
     Ok((routes, health))

@@ -3,13 +3,48 @@
 use super::parse::{self, Listing};
 use super::proto::{self, token_service_server::TokenService};
 use super::{auth, render};
-use crate::usecase::{Access, GenerateInput, Tokens, ValidateInput};
+use crate::usecase::{Access, GenerateInput, LeakReport, Tokens, ValidateInput};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use std::net::{IpAddr, Ipv6Addr};
+use std::num::NonZeroU32;
+use std::sync::Arc;
 use tonic::{Request, Response, Status};
+
+/// Most strings in one `RevokeLeaked`.
+pub(crate) const MAX_LEAKED: usize = 1000;
+/// Strings one client address may send to `RevokeLeaked` per minute (one full call).
+const LEAKED_PER_MINUTE: NonZeroU32 = NonZeroU32::new(MAX_LEAKED as u32).unwrap();
+/// Addresses remembered by the limiter before idle ones are forgotten.
+const LIMITER_ADDRESSES: usize = 10_000;
 
 #[derive(Clone)]
 pub(crate) struct TokenApi {
     pub(super) tokens: Tokens,
     pub(super) access: Access,
+    /// `RevokeLeaked`'s budget per client address (an IPv6 client by its /64).
+    pub(super) leaked: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+}
+
+impl TokenApi {
+    pub(super) fn new(tokens: Tokens, access: Access) -> Self {
+        Self {
+            tokens,
+            access,
+            leaked: Arc::new(RateLimiter::keyed(Quota::per_minute(LEAKED_PER_MINUTE))),
+        }
+    }
+}
+
+/// The key of a client address: IPv4 as is, IPv6 by its /64 (one host's usual share).
+fn client_key(addr: Option<IpAddr>) -> IpAddr {
+    match addr.map(|a| a.to_canonical()) {
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+        }
+        Some(v4) => v4,
+        None => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+    }
 }
 
 #[tonic::async_trait]
@@ -51,5 +86,35 @@ impl TokenService for TokenApi {
         let input = ValidateInput::try_from(req.into_inner())?;
         let verdict = self.access.validate(&input).await?;
         Ok(Response::new(verdict.into()))
+    }
+
+    async fn revoke_leaked(
+        &self,
+        req: Request<proto::RevokeLeakedRequest>,
+    ) -> Result<Response<proto::RevokeLeakedResponse>, Status> {
+        let peer = req.remote_addr().map(|a| a.ip().to_canonical());
+        let tokens = req.into_inner().tokens;
+        if tokens.len() > MAX_LEAKED {
+            return Err(Status::invalid_argument(format!(
+                "tokens: at most {MAX_LEAKED} per call, got {}",
+                tokens.len()
+            )));
+        }
+        let Some(n) = NonZeroU32::new(tokens.len() as u32) else {
+            return Ok(Response::new(proto::RevokeLeakedResponse {}));
+        };
+        if self.leaked.len() > LIMITER_ADDRESSES {
+            self.leaked.retain_recent();
+        }
+        if !matches!(self.leaked.check_key_n(&client_key(peer), n), Ok(Ok(()))) {
+            return Err(Status::resource_exhausted(format!(
+                "at most {MAX_LEAKED} strings per minute from one address; retry later"
+            )));
+        }
+        // The answer is the same whatever the strings were: no oracle.
+        self.access
+            .revoke_leaked(&tokens, &LeakReport::Holder { peer })
+            .await?;
+        Ok(Response::new(proto::RevokeLeakedResponse {}))
     }
 }

@@ -5,13 +5,13 @@
 //! 200 with the `X-Jeton-*` identity headers for the proxy to copy upstream; 401/403 otherwise
 //! (nginx turns any other status into a 500, so a route misconfigured in its query is 400).
 
-use super::{failed, plain};
+use super::{Front, failed, plain};
 use crate::gate::{self, Verdict};
-use crate::usecase::Access;
-use axum::extract::{RawQuery, State};
+use axum::extract::{ConnectInfo, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use std::net::SocketAddr;
 
 #[derive(Debug, Deserialize)]
 pub(super) struct Route {
@@ -22,7 +22,8 @@ pub(super) struct Route {
 }
 
 pub(super) async fn check(
-    State(access): State<Access>,
+    State(front): State<Front>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
@@ -49,10 +50,18 @@ pub(super) async fn check(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(gate::bearer);
+    // The client behind the proxy: X-Forwarded-For only from a trusted proxy.
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    let client = gate::client_address(peer.ip(), &forwarded, &front.trusted_proxies);
     let verdict = match token {
         None => Verdict::missing(),
-        Some(t) => match access
-            .validate(&gate::input(Some(t), namespace, required))
+        Some(t) => match front
+            .access
+            .validate(&gate::input(Some(t), namespace, required, client))
             .await
         {
             Ok(outcome) => outcome.into(),

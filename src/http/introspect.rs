@@ -24,6 +24,7 @@ struct Form {
 
 pub(super) async fn introspect(
     State(access): State<Access>,
+    axum::extract::ConnectInfo(peer): axum::extract::ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
@@ -35,7 +36,10 @@ pub(super) async fn introspect(
     let Some(caller) = caller else {
         return unauthorized();
     };
-    let actor = match access.authenticate(&caller).await {
+    let actor = match access
+        .authenticate(&caller, Some(peer.ip().to_canonical()))
+        .await
+    {
         Ok(actor) => actor,
         Err(crate::usecase::Error::Unauthenticated(_)) => return unauthorized(),
         Err(e) => return failed(e),
@@ -50,6 +54,9 @@ pub(super) async fn introspect(
         Some(&token),
         crate::domain::Namespace::Api,
         Default::default(),
+        // Introspection is not told where the token was presented: a token bound to
+        // networks is not active here (fail closed).
+        None,
     );
     // The token's own namespace: introspection asks "is it good", not "is it good here".
     if let Some(t) = &input.token {

@@ -5,28 +5,52 @@
 //!   and Traefik `ForwardAuth`;
 //! - [`introspect`]: `POST /oauth2/introspect`, RFC 7662 token introspection;
 //! - [`tokenreview`]: `POST /apis/authentication.k8s.io/v1/tokenreviews`, Kubernetes
-//!   webhook token authentication.
+//!   webhook token authentication;
+//! - [`secret_scanning`]: `POST /v1/secret-scanning/reports`, GitHub's secret-scanning
+//!   partner reports (with `--secret-scanning-keys`).
 //!
 //! Requests are bounded (headers, body, the time to send them); a request jeton cannot read
 //! is answered 400 with a plain reason, never 500.
 
 mod forward_auth;
 mod introspect;
+mod secret_scanning;
 mod server;
 mod tokenreview;
 
+pub(crate) use secret_scanning::Keys as ScanningKeys;
 pub(crate) use server::serve;
 
+use crate::domain::Networks;
 use crate::usecase::Access;
 use axum::Router;
+use axum::extract::FromRef;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, post};
+use std::sync::Arc;
 
 /// Largest request body read (introspection forms and token reviews are small).
 const MAX_BODY: usize = 64 * 1024;
 
-pub(crate) fn router(access: Access) -> Router {
+/// What the HTTP handlers share.
+#[derive(Clone)]
+pub(crate) struct Front {
+    pub(crate) access: Access,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub(crate) trusted_proxies: Arc<Networks>,
+    /// The keys secret-scanning reports must be signed with; `None`: the endpoint is off.
+    pub(crate) scanning: Option<Arc<ScanningKeys>>,
+}
+
+impl FromRef<Front> for Access {
+    fn from_ref(front: &Front) -> Access {
+        front.access.clone()
+    }
+}
+
+pub(crate) fn router(front: Front) -> Router {
+    use axum::extract::DefaultBodyLimit;
     Router::new()
         .route("/v1/forward-auth", any(forward_auth::check))
         .route("/oauth2/introspect", post(introspect::introspect))
@@ -34,9 +58,13 @@ pub(crate) fn router(access: Access) -> Router {
             "/apis/authentication.k8s.io/v1/tokenreviews",
             post(tokenreview::review),
         )
+        .route(
+            "/v1/secret-scanning/reports",
+            post(secret_scanning::report).layer(DefaultBodyLimit::max(secret_scanning::MAX_REPORT)),
+        )
         .fallback(|| async { plain(StatusCode::NOT_FOUND, "no such endpoint") })
-        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
-        .with_state(access)
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(front)
 }
 
 /// A plain-text answer.

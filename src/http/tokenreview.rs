@@ -67,7 +67,14 @@ pub(super) async fn review(
             "body: expected kind TokenReview of authentication.k8s.io",
         );
     }
-    let input = gate::input(Some(&review.spec.token), namespace, Default::default());
+    // The API server does not say where the token came from: a token bound to networks
+    // is not authenticated here (fail closed).
+    let input = gate::input(
+        Some(&review.spec.token),
+        namespace,
+        Default::default(),
+        None,
+    );
     let status = match access.validate(&input).await {
         Ok(Ok(v)) => {
             let t = &v.token.token;

@@ -69,6 +69,7 @@ impl Code for AuditAction {
         (AuditAction::ActivationExpired, "activation_expired"),
         (AuditAction::TenantCreated, "tenant_created"),
         (AuditAction::TenantChanged, "tenant_changed"),
+        (AuditAction::TokenLeaked, "token_leaked"),
     ];
 }
 

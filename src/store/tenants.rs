@@ -29,6 +29,8 @@ impl Store {
             api_url: Set(tenant.api_url.as_str().to_owned()),
             created_at: Set(micros(now)),
             max_token_lifetime_secs: Set(tenant.max_token_lifetime.map(|d| d.num_seconds())),
+            revoke_unused_after_secs: Set(tenant.revoke_unused_after.map(|d| d.num_seconds())),
+            require_allowed_cidrs: Set(tenant.require_allowed_cidrs),
         }
         .insert(&w.txn)
         .await?;
@@ -49,6 +51,8 @@ impl Store {
                 display_name: parsed(DisplayName::parse(&r.display_name), "display name")?,
                 api_url: parsed(ApiUrl::parse(&r.api_url), "api url")?,
                 max_token_lifetime: r.max_token_lifetime_secs.map(chrono::TimeDelta::seconds),
+                revoke_unused_after: r.revoke_unused_after_secs.map(chrono::TimeDelta::seconds),
+                require_allowed_cidrs: r.require_allowed_cidrs,
             })
         })
         .transpose()
@@ -70,6 +74,11 @@ impl Store {
                 C::MaxTokenLifetimeSecs,
                 Expr::value(t.max_token_lifetime.map(|d| d.num_seconds())),
             )
+            .col_expr(
+                C::RevokeUnusedAfterSecs,
+                Expr::value(t.revoke_unused_after.map(|d| d.num_seconds())),
+            )
+            .col_expr(C::RequireAllowedCidrs, Expr::value(t.require_allowed_cidrs))
             .filter(C::Id.eq(t.id.as_str()))
             .exec(&w.txn)
             .await?;

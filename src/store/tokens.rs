@@ -4,8 +4,8 @@ use super::codec::{Code, micros, opt_time, parsed, time};
 use super::entity::token;
 use super::{Changed, Result, Store, Written, fetch_page};
 use crate::domain::{
-    AuditEvent, Namespace, Page, PrincipalId, ScopeSet, Subject, TenantId, Token, TokenId,
-    TokenName, TokenStatus,
+    AuditEvent, Namespace, Networks, Page, PrincipalId, ScopeSet, Subject, TenantId, Token,
+    TokenId, TokenName, TokenStatus,
 };
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
@@ -24,6 +24,8 @@ pub(crate) struct TokenQuery<'a> {
     pub(crate) status: Option<(TokenStatus, DateTime<Utc>)>,
     /// Only tokens expiring in `(from, until]`.
     pub(crate) expiring: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// Only tokens last used (never used: generated) at or before this time.
+    pub(crate) unused_since: Option<DateTime<Utc>>,
     /// Keyset position: only tokens strictly older than `(created_at, id)`.
     pub(crate) after: Option<(DateTime<Utc>, &'a TokenId)>,
     pub(crate) limit: u64,
@@ -45,6 +47,7 @@ pub(super) fn token_row(t: &Token, secret_hash: &str) -> token::ActiveModel {
         revoked_at: Set(t.revoked_at.map(micros)),
         revoked_by: Set(None),
         replaces_id: Set(t.replaces.as_ref().map(|r| r.as_str().to_owned())),
+        allowed_cidrs: Set(t.allowed.to_string()),
     }
 }
 
@@ -68,7 +71,22 @@ fn token_from_row(r: token::Model) -> Result<Token> {
             .replaces_id
             .as_deref()
             .and_then(|r| TokenId::parse(r).ok()),
+        allowed: parsed(
+            Networks::parse(r.allowed_cidrs.split(',').filter(|s| !s.is_empty())),
+            "allowed networks",
+        )?,
     })
+}
+
+/// Tokens last used at or before `cutoff`, or never used and generated at or before it.
+fn unused_since(cutoff: DateTime<Utc>) -> Condition {
+    use token::Column as C;
+    let cutoff = micros(cutoff);
+    Condition::any().add(C::LastUsedAt.lte(cutoff)).add(
+        Condition::all()
+            .add(C::LastUsedAt.is_null())
+            .add(C::CreatedAt.lte(cutoff)),
+    )
 }
 
 /// Tokens grouped per statement when last-use times are written.
@@ -144,6 +162,76 @@ impl Store {
         w.commit(at, audit).await
     }
 
+    /// Revokes tokens of tenants with a `revoke_unused_after` policy that have gone unused
+    /// that long at `now` (never used: since generation), at most `limit` per call, one
+    /// `token_revoked` event each (actor "jeton", the policy in its detail). Tokens already
+    /// expired are left alone. Safe to run on every replica at once: the conditional update
+    /// lets exactly one of them revoke a given token.
+    pub(crate) async fn retire_unused(&self, now: DateTime<Utc>, limit: u64) -> Result<u64> {
+        use super::entity::tenant;
+        use sea_orm::QuerySelect;
+        use token::Column as C;
+        let tenants = tenant::Entity::find()
+            .filter(tenant::Column::RevokeUnusedAfterSecs.is_not_null())
+            .all(&*self.conn())
+            .await?;
+        let mut retired = 0;
+        for t in tenants {
+            let Some(after) = t.revoke_unused_after_secs.map(chrono::TimeDelta::seconds) else {
+                continue;
+            };
+            let tenant = parsed(TenantId::parse(&t.id), "tenant id")?;
+            let cutoff = now - after;
+            let due = token::Entity::find()
+                .filter(C::TenantId.eq(tenant.as_str()))
+                .filter(C::RevokedAt.is_null())
+                .filter(unused_since(cutoff))
+                .filter(
+                    Condition::any()
+                        .add(C::ExpiresAt.is_null())
+                        .add(C::ExpiresAt.gt(micros(now))),
+                )
+                .limit(limit.saturating_sub(retired))
+                .all(&*self.conn())
+                .await?;
+            for row in due {
+                let id = parsed(TokenId::parse(&row.id), "token id")?;
+                let last = row.last_used_at.unwrap_or(row.created_at);
+                let mut w = self.write().await?;
+                let res = token::Entity::update_many()
+                    .col_expr(C::RevokedAt, Expr::value(micros(now)))
+                    .col_expr(C::RevokedBy, Expr::value(crate::domain::TIME_ACTOR))
+                    .filter(C::Id.eq(id.as_str()))
+                    .filter(C::RevokedAt.is_null())
+                    .filter(unused_since(cutoff))
+                    .exec(&w.txn)
+                    .await?;
+                if res.rows_affected != 1 {
+                    continue;
+                }
+                let event = AuditEvent::new(
+                    &tenant,
+                    now,
+                    crate::domain::TIME_ACTOR,
+                    crate::domain::AuditAction::TokenRevoked,
+                    id.as_str(),
+                    format!(
+                        "revoke_unused_after={}s: unused since {}",
+                        after.num_seconds(),
+                        time(last)?.to_rfc3339()
+                    ),
+                );
+                w.changed(Changed::Token(id));
+                w.commit(now, &[event]).await?;
+                retired += 1;
+            }
+            if retired >= limit {
+                break;
+            }
+        }
+        Ok(retired)
+    }
+
     /// A token and its secret hash, by id: the validation lookup.
     pub(crate) async fn token_with_hash(&self, id: &TokenId) -> Result<Option<(Token, String)>> {
         let row = token::Entity::find_by_id(id.as_str())
@@ -209,6 +297,9 @@ impl Store {
             find = find
                 .filter(C::ExpiresAt.gt(micros(from)))
                 .filter(C::ExpiresAt.lte(micros(until)));
+        }
+        if let Some(cutoff) = q.unused_since {
+            find = find.filter(unused_since(cutoff));
         }
         if let Some((created, id)) = q.after {
             let created = micros(created);

@@ -1,11 +1,14 @@
-//! Access: whether a presented token is good now (`Validate`, rules 3, 6, 7, 9), and who is
-//! calling jeton itself (a bearer token's owner, or the principal a trusted frontend acts
-//! for). Both kinds of use count as a use of the token (rule 4).
+//! Access: whether a presented token is good now (`Validate`, rules 3, 6, 7, 9, and network
+//! binding), who is calling jeton itself (a bearer token's owner, or the principal a trusted
+//! frontend acts for) — both kinds of use count as a use of the token (rule 4) — and the
+//! revocation of leaked tokens by whoever holds them.
 
 use super::{Core, Error, Result};
 use crate::domain::{
-    Actor, Namespace, PrincipalId, Reason, ScopeSet, TenantId, Token, TokenString, judge,
+    Actor, AuditAction, AuditEvent, Namespace, PrincipalId, Reason, ScopeSet, TIME_ACTOR, TenantId,
+    Token, TokenString, address_allowed, judge,
 };
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// What `Validate` was asked, already parsed: `token` is `None` when the presented string is
@@ -18,6 +21,36 @@ pub(crate) struct ValidateInput {
     /// Only a token of this tenant is good (a caller that may look at its own tenant's
     /// tokens only); another tenant's answers as if it did not exist, and is not used.
     pub(crate) tenant: Option<TenantId>,
+    /// The address of the client that presented the token, when the caller knows it.
+    pub(crate) client: Option<IpAddr>,
+}
+
+/// Where a leak was reported from, for the audit trail (never the token).
+#[derive(Debug, Clone)]
+pub(crate) enum LeakReport {
+    /// A secret-scanning report: where the token was found and by which scanner.
+    Scanner { url: String, source: String },
+    /// `RevokeLeaked`, from this address.
+    Holder { peer: Option<IpAddr> },
+}
+
+impl LeakReport {
+    fn detail(&self) -> String {
+        // Report fields are the scanner's free text: bounded, and on one line.
+        let clean =
+            |s: &str| -> String { s.chars().filter(|c| !c.is_control()).take(512).collect() };
+        match self {
+            LeakReport::Scanner { url, source } => {
+                format!(
+                    "secret scanning: url={} source={}",
+                    clean(url),
+                    clean(source)
+                )
+            }
+            LeakReport::Holder { peer: Some(p) } => format!("RevokeLeaked from {p}"),
+            LeakReport::Holder { peer: None } => "RevokeLeaked".to_owned(),
+        }
+    }
 }
 
 /// A token that passed validation: its metadata (with this use recorded) and what it grants.
@@ -74,6 +107,7 @@ impl Access {
                 owner.as_deref(),
                 input.namespace,
                 input.required,
+                input.client,
                 now,
             ) {
                 Ok(effective) => {
@@ -89,10 +123,15 @@ impl Access {
         )
     }
 
-    /// Who is calling with the bearer token `presented`: the owner of a live API token, with
-    /// the token's scopes narrowed to the owner's now (possibly none, for an eligible owner
-    /// that is not activated: such a caller is known but may do nothing that needs a scope).
-    pub(crate) async fn authenticate(&self, presented: &TokenString) -> Result<Actor> {
+    /// Who is calling with the bearer token `presented` from `peer`: the owner of a live API
+    /// token (bound to networks: from inside one of them), with the token's scopes narrowed
+    /// to the owner's now (possibly none, for an eligible owner that is not activated: such a
+    /// caller is known but may do nothing that needs a scope).
+    pub(crate) async fn authenticate(
+        &self,
+        presented: &TokenString,
+        peer: Option<IpAddr>,
+    ) -> Result<Actor> {
         const BAD: Error = Error::Unauthenticated("invalid bearer token");
         let core = &self.core;
         if presented.namespace() != Namespace::Api {
@@ -104,6 +143,11 @@ impl Access {
         let now = core.now();
         if token.revoked_at.is_some() || token.is_expired_at(now) {
             return Err(BAD);
+        }
+        if !address_allowed(&token, peer) {
+            return Err(Error::Unauthenticated(
+                "this token may not be used from this address",
+            ));
         }
         let owner = core.validator.owner(&token).await?.ok_or(BAD)?;
         core.last_use.record(&token.id, now);
@@ -135,6 +179,65 @@ impl Access {
             tenant: p.tenant,
             principal: p.id,
         })
+    }
+}
+
+impl Access {
+    /// Revokes each of `strings` that is a live token (its secret verified), wherever its
+    /// tenant, with an `AUDIT_ACTION_TOKEN_LEAKED` event in that tenant. Returns, for each
+    /// string, whether this call revoked it. A string that is not a token, an unknown id,
+    /// and a token already revoked or expired cost no Argon2; a wrong secret for a real id
+    /// revokes nothing (a string that merely names a real id is not a leak of its secret).
+    pub(crate) async fn revoke_leaked(
+        &self,
+        strings: &[String],
+        report: &LeakReport,
+    ) -> Result<Vec<bool>> {
+        let mut revoked = Vec::with_capacity(strings.len());
+        for s in strings {
+            revoked.push(self.revoke_one_leaked(s, report).await?);
+        }
+        Ok(revoked)
+    }
+
+    async fn revoke_one_leaked(&self, s: &str, report: &LeakReport) -> Result<bool> {
+        let core = &self.core;
+        let Some(presented) = TokenString::parse(s) else {
+            return Ok(false);
+        };
+        let id = presented.id();
+        let now = core.now();
+        // The row first: a dead or unknown token is a false positive, at the cost of a read.
+        match core.store.token(&id).await? {
+            Some(t) if t.revoked_at.is_none() && !t.is_expired_at(now) => {}
+            _ => return Ok(false),
+        }
+        let Some(entry) = core.validator.verified(&presented).await? else {
+            return Ok(false);
+        };
+        let token = entry.token();
+        if token.namespace != presented.namespace() {
+            return Ok(false);
+        }
+        let event = AuditEvent::new(
+            &token.tenant,
+            now,
+            TIME_ACTOR,
+            AuditAction::TokenLeaked,
+            id.as_str(),
+            report.detail(),
+        );
+        let by = PrincipalId::from_parsed(TIME_ACTOR);
+        let audit = [event];
+        let write = core
+            .store
+            .revoke_token(&token.tenant, &id, &by, now, &audit);
+        // Revoked meanwhile by someone else: not this call's revocation.
+        match core.commit(&audit, write, Error::NotFound("")).await {
+            Ok(()) => Ok(true),
+            Err(Error::NotFound(_)) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ mod directory;
 mod tenant;
 mod tokens;
 
-pub(crate) use access::{Access, ValidateInput, Validated};
+pub(crate) use access::{Access, LeakReport, ValidateInput, Validated};
 pub(crate) use directory::{ActivateInput, Directory, PrincipalInput, PrincipalQuery};
 pub(crate) use tenant::{AuditQuery, TenantUpdate, Tenants, bootstrap};
 pub(crate) use tokens::{GenerateInput, Generated, ListInput, Rotation, Tokens};

@@ -20,6 +20,9 @@ pub(crate) struct TenantUpdate {
     pub(crate) api_url: Option<ApiUrl>,
     /// `Some(None)` removes the cap.
     pub(crate) max_token_lifetime: Option<Option<TimeDelta>>,
+    /// `Some(None)` removes the policy.
+    pub(crate) revoke_unused_after: Option<Option<TimeDelta>>,
+    pub(crate) require_allowed_cidrs: Option<bool>,
 }
 
 /// Which audit events to list.
@@ -56,6 +59,7 @@ pub(crate) async fn bootstrap(
         scopes: Role::Admin.scopes(),
         expires_at: None,
         replaces: None,
+        allowed: Default::default(),
     };
     let (generated, hash) = mint(hasher, new, now).await?;
     let audit = [
@@ -123,6 +127,14 @@ impl Tenants {
         if let Some(m) = update.max_token_lifetime {
             tenant.max_token_lifetime = m;
         }
+        if let Some(r) = update.revoke_unused_after {
+            tenant.revoke_unused_after = r;
+        }
+        if let Some(r) = update.require_allowed_cidrs {
+            tenant.require_allowed_cidrs = r;
+        }
+        let secs =
+            |d: Option<TimeDelta>| d.map_or("none".to_owned(), |d| format!("{}s", d.num_seconds()));
         let core = &self.core;
         let now = core.now();
         let audit = [actor.event(
@@ -130,12 +142,12 @@ impl Tenants {
             AuditAction::TenantChanged,
             actor.tenant.as_str(),
             format!(
-                "display_name={:?} api_url={:?} max_token_lifetime={}",
+                "display_name={:?} api_url={:?} max_token_lifetime={} revoke_unused_after={} require_allowed_cidrs={}",
                 tenant.display_name.as_str(),
                 tenant.api_url.as_str(),
-                tenant
-                    .max_token_lifetime
-                    .map_or("none".to_owned(), |d| format!("{}s", d.num_seconds()))
+                secs(tenant.max_token_lifetime),
+                secs(tenant.revoke_unused_after),
+                tenant.require_allowed_cidrs,
             ),
         )];
         let write = core.store.update_tenant(&tenant, now, &audit);

@@ -2,10 +2,11 @@
 //! (rules 4, 5) and revoke (rules 6, 8).
 
 use super::{Core, Error, Result};
+use crate::background::Task;
 use crate::domain::{
-    Actor, AuditAction, AuditEvent, Denied, GeneratedToken, Namespace, Page, PrincipalId, ScopeSet,
-    Subject, TenantId, Token, TokenId, TokenName, TokenStatus, TokenString, TokenView,
-    rotated_scopes, scopes_for_new_token,
+    Actor, AuditAction, AuditEvent, Denied, GeneratedToken, Namespace, Networks, Page, PrincipalId,
+    ScopeSet, Subject, Tenant, TenantId, Token, TokenId, TokenName, TokenStatus, TokenString,
+    TokenView, rotated_scopes, scopes_for_new_token,
 };
 use crate::hashing::Hasher;
 use crate::store::TokenQuery;
@@ -21,6 +22,8 @@ pub(crate) struct GenerateInput {
     pub(crate) subject: Option<Subject>,
     pub(crate) expires_at: Option<DateTime<Utc>>,
     pub(crate) rotate: Option<Rotation>,
+    /// Networks to bind the token to; empty: none.
+    pub(crate) allowed: Networks,
 }
 
 /// Which token a `Generate` rotates, and how long the old one keeps working.
@@ -51,6 +54,8 @@ pub(crate) struct ListInput {
     pub(crate) after: Option<(DateTime<Utc>, TokenId)>,
     /// Only tokens not yet expired that expire within this duration.
     pub(crate) expire_within: Option<TimeDelta>,
+    /// Only tokens the tenant's `revoke_unused_after` policy retires within this duration.
+    pub(crate) retire_within: Option<TimeDelta>,
 }
 
 /// Everything a new token is made of.
@@ -63,6 +68,7 @@ pub(super) struct NewToken {
     pub(crate) scopes: ScopeSet,
     pub(crate) expires_at: Option<DateTime<Utc>>,
     pub(crate) replaces: Option<TokenId>,
+    pub(crate) allowed: Networks,
 }
 
 /// Makes a token string and its hash; writes nothing.
@@ -86,6 +92,7 @@ pub(super) async fn mint(
         expires_at: new.expires_at,
         revoked_at: None,
         replaces: new.replaces,
+        allowed: new.allowed,
     };
     Ok((GeneratedToken { token, string }, hash))
 }
@@ -99,14 +106,22 @@ pub(super) fn generated_event(t: &Token, now: DateTime<Utc>) -> AuditEvent {
         AuditAction::TokenGenerated,
         t.id.as_str(),
         format!(
-            "namespace={:?} subject={} scopes={} expires={}",
+            "namespace={:?} subject={} scopes={} expires={}{}",
             t.namespace,
             t.subject.as_str(),
             t.scopes.names().join(","),
-            t.expires_at.map_or("never".to_owned(), |e| e.to_rfc3339())
+            t.expires_at.map_or("never".to_owned(), |e| e.to_rfc3339()),
+            if t.allowed.is_empty() {
+                String::new()
+            } else {
+                format!(" networks={}", t.allowed)
+            }
         ),
     )
 }
+
+/// Most tokens retired in one round of the sweeper.
+const RETIRE_BATCH: u64 = 1000;
 
 const TENANT_GONE: Error = Error::Unauthenticated("the caller's tenant no longer exists");
 
@@ -131,7 +146,10 @@ impl Tokens {
         let tenant = core.store.tenant(&actor.tenant).await?.ok_or(TENANT_GONE)?;
         let (expires_at, clamped) = tenant.clamp_expiry(input.expires_at, now);
         let generated = match input.rotate.clone() {
-            None => self.generate_new(actor, input, expires_at, now).await?,
+            None => {
+                self.generate_new(actor, &tenant, input, expires_at, now)
+                    .await?
+            }
             Some(rotation) => self.rotate(actor, input, rotation, expires_at, now).await?,
         };
         Ok(Generated {
@@ -145,6 +163,7 @@ impl Tokens {
     async fn generate_new(
         &self,
         actor: &Actor,
+        tenant: &Tenant,
         input: GenerateInput,
         expires_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
@@ -154,6 +173,12 @@ impl Tokens {
             .name
             .ok_or_else(|| Error::invalid("name", "must not be empty"))?;
         let scopes = scopes_for_new_token(actor, namespace, input.scopes)?;
+        if tenant.require_allowed_cidrs && namespace != Namespace::Api && input.allowed.is_empty() {
+            return Err(Error::invalid(
+                "allowed_cidrs",
+                "this tenant binds log-collector and SIEM tokens to networks: give at least one",
+            ));
+        }
         let subject = match (namespace, input.subject) {
             (Namespace::Api, None) => actor.principal.clone().into(),
             (Namespace::Api, Some(s)) if s.is(&actor.principal) => s,
@@ -192,6 +217,7 @@ impl Tokens {
             scopes,
             expires_at,
             replaces: None,
+            allowed: input.allowed,
         };
         let (generated, hash) = mint(&self.core.hasher, new, now).await?;
         let audit = [generated_event(&generated.token, now)];
@@ -240,6 +266,12 @@ impl Tokens {
         if input.subject.as_ref().is_some_and(|s| s != &old.subject) {
             return Err(must_match("subject"));
         }
+        if !input.allowed.is_empty() {
+            return Err(Error::invalid(
+                "allowed_cidrs",
+                "a rotation keeps the networks of the token it replaces: leave it empty",
+            ));
+        }
         let scopes = rotated_scopes(actor, &old, input.scopes)?;
         let grace_end = now + rotation.grace;
         let old_expiry = match old.expires_at {
@@ -255,6 +287,7 @@ impl Tokens {
             scopes,
             expires_at,
             replaces: Some(old.id.clone()),
+            allowed: old.allowed.clone(),
         };
         let (generated, hash) = mint(&self.core.hasher, new, now).await?;
         let audit = [actor.event(
@@ -295,6 +328,23 @@ impl Tokens {
         // Listings on this replica include uses seen here up to this moment.
         core.last_use.flush().await?;
         let now = core.now();
+        // Retired within d: last used (or, never used, generated) at or before
+        // now − policy + d. No policy: nothing will be retired.
+        let unused_since = match input.retire_within {
+            None => None,
+            Some(within) => {
+                let tenant = core.store.tenant(&actor.tenant).await?.ok_or(TENANT_GONE)?;
+                match tenant.revoke_unused_after {
+                    None => {
+                        return Ok(Page {
+                            items: Vec::new(),
+                            more: false,
+                        });
+                    }
+                    Some(after) => Some(now - after + within),
+                }
+            }
+        };
         let page = core
             .store
             .list_tokens(&TokenQuery {
@@ -304,12 +354,37 @@ impl Tokens {
                 status: input.status.map(|s| (s, now - core.policy.activity_window)),
                 after: input.after.as_ref().map(|(t, id)| (*t, id)),
                 expiring: input.expire_within.map(|d| (now, now + d)),
+                unused_since,
                 limit: input.limit,
             })
             .await?;
         Ok(Page {
             items: page.items.into_iter().map(|t| core.view(t)).collect(),
             more: page.more,
+        })
+    }
+
+    /// Starts retiring tokens left unused for their tenant's `revoke_unused_after` every
+    /// `every` (at most [`RETIRE_BATCH`] a round; whichever replica gets to a token first
+    /// revokes it, once), until the returned task is stopped. Each round first writes out
+    /// the uses this replica has seen.
+    pub(crate) fn start_retiring(&self, every: std::time::Duration) -> Task {
+        let core = self.core.clone();
+        Task::every("retirement sweeper", every, move || {
+            let core = core.clone();
+            async move {
+                let round = async {
+                    core.last_use.flush().await?;
+                    core.store.retire_unused(core.now(), RETIRE_BATCH).await
+                };
+                match round.await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(tokens = n, "retired tokens left unused"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "retiring unused tokens failed; will retry");
+                    }
+                }
+            }
         })
     }
 

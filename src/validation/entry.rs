@@ -1,7 +1,7 @@
 //! The compact cache entry of a verified token.
 
 use crate::domain::{
-    Namespace, PrincipalId, ScopeSet, Subject, TenantId, Token, TokenId, TokenName,
+    Namespace, Networks, PrincipalId, ScopeSet, Subject, TenantId, Token, TokenId, TokenName,
 };
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
@@ -44,6 +44,8 @@ pub(crate) struct Verified {
     expires_at: Option<i64>,
     revoked_at: Option<i64>,
     replaces: Option<Key>,
+    /// The networks it is bound to, if any (most tokens are bound to none).
+    allowed: Option<Box<Networks>>,
     digest: [u8; 32],
     /// Seconds since the cache started when the row was read.
     pub(super) loaded_at: u32,
@@ -72,6 +74,7 @@ impl Verified {
             expires_at: token.expires_at.map(|t| t.timestamp_micros()),
             revoked_at: token.revoked_at.map(|t| t.timestamp_micros()),
             replaces: token.replaces.as_ref().map(key),
+            allowed: (!token.allowed.is_empty()).then(|| Box::new(token.allowed.clone())),
             digest: digest(secret),
             loaded_at,
         }
@@ -99,6 +102,7 @@ impl Verified {
             expires_at: self.expires_at.map(at),
             revoked_at: self.revoked_at.map(at),
             replaces: self.replaces.as_ref().map(id_of),
+            allowed: self.allowed.as_deref().cloned().unwrap_or_default(),
         }
     }
 }

@@ -11,6 +11,8 @@ pub(crate) struct Model {
     pub(crate) api_url: String,
     pub(crate) created_at: i64,
     pub(crate) max_token_lifetime_secs: Option<i64>,
+    pub(crate) revoke_unused_after_secs: Option<i64>,
+    pub(crate) require_allowed_cidrs: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

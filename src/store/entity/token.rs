@@ -21,6 +21,7 @@ pub(crate) struct Model {
     pub(crate) revoked_at: Option<i64>,
     pub(crate) revoked_by: Option<String>,
     pub(crate) replaces_id: Option<String>,
+    pub(crate) allowed_cidrs: String,
 }
 
 // By hand, so that a row in a log line never carries even the hash.

@@ -10,6 +10,7 @@ mod m20261124_000001_initial;
 mod m20261124_000002_changes;
 mod m20261124_000003_roles_rotation_audit;
 mod m20261124_000004_partial_list_indexes;
+mod m20261126_000005_networks_retirement;
 
 pub(crate) struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000002_changes::Migration),
             Box::new(m20261124_000003_roles_rotation_audit::Migration),
             Box::new(m20261124_000004_partial_list_indexes::Migration),
+            Box::new(m20261126_000005_networks_retirement::Migration),
         ]
     }
 }
