@@ -326,6 +326,8 @@ impl ServeConfig {
             activity_window: delta(self.activity_window),
             max_activation: delta(self.max_activation),
             max_tokens_per_owner: u64::from(self.max_tokens_per_owner),
+            // A use seen by another replica reaches the database within its flush interval.
+            retire_margin: delta(self.last_use_flush_interval),
         }
     }
 }

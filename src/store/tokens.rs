@@ -163,11 +163,17 @@ impl Store {
     }
 
     /// Revokes tokens of tenants with a `revoke_unused_after` policy that have gone unused
-    /// that long at `now` (never used: since generation), at most `limit` per call, one
+    /// that long plus `margin` at `now` (never used: since generation), at most `limit` per
+    /// call, one
     /// `token_revoked` event each (actor "jeton", the policy in its detail). Tokens already
     /// expired are left alone. Safe to run on every replica at once: the conditional update
     /// lets exactly one of them revoke a given token.
-    pub(crate) async fn retire_unused(&self, now: DateTime<Utc>, limit: u64) -> Result<u64> {
+    pub(crate) async fn retire_unused(
+        &self,
+        now: DateTime<Utc>,
+        margin: chrono::TimeDelta,
+        limit: u64,
+    ) -> Result<u64> {
         use super::entity::tenant;
         use sea_orm::QuerySelect;
         use token::Column as C;
@@ -181,7 +187,7 @@ impl Store {
                 continue;
             };
             let tenant = parsed(TenantId::parse(&t.id), "tenant id")?;
-            let cutoff = now - after;
+            let cutoff = now - after - margin;
             let due = token::Entity::find()
                 .filter(C::TenantId.eq(tenant.as_str()))
                 .filter(C::RevokedAt.is_null())

@@ -113,6 +113,9 @@ pub(crate) struct Policy {
     pub(crate) max_activation: TimeDelta,
     /// Most live tokens per owner and namespace.
     pub(crate) max_tokens_per_owner: u64,
+    /// How much longer than its tenant's `revoke_unused_after` a token is left unused before
+    /// it is retired: the time a use on another replica may take to reach the database.
+    pub(crate) retire_margin: TimeDelta,
 }
 
 /// Refuses a caller that is not an admin of its tenant: `what` is managed by admins only.

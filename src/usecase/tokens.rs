@@ -341,7 +341,7 @@ impl Tokens {
                             more: false,
                         });
                     }
-                    Some(after) => Some(now - after + within),
+                    Some(after) => Some(now - after - core.policy.retire_margin + within),
                 }
             }
         };
@@ -367,7 +367,9 @@ impl Tokens {
     /// Starts retiring tokens left unused for their tenant's `revoke_unused_after` every
     /// `every` (at most [`RETIRE_BATCH`] a round; whichever replica gets to a token first
     /// revokes it, once), until the returned task is stopped. Each round first writes out
-    /// the uses this replica has seen.
+    /// the uses this replica has seen; uses seen by other replicas reach the database within
+    /// their flush interval, which is why a token is retired only once it has been unused
+    /// for the policy's time plus that interval.
     pub(crate) fn start_retiring(&self, every: std::time::Duration) -> Task {
         let core = self.core.clone();
         Task::every("retirement sweeper", every, move || {
@@ -375,7 +377,10 @@ impl Tokens {
             async move {
                 let round = async {
                     core.last_use.flush().await?;
-                    core.store.retire_unused(core.now(), RETIRE_BATCH).await
+                    let margin = core.policy.retire_margin;
+                    core.store
+                        .retire_unused(core.now(), margin, RETIRE_BATCH)
+                        .await
                 };
                 match round.await {
                     Ok(0) => {}

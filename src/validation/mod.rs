@@ -278,6 +278,8 @@ mod tests {
             display_name: DisplayName::from(&id),
             api_url: ApiUrl::default_for(&id),
             max_token_lifetime: None,
+            revoke_unused_after: None,
+            require_allowed_cidrs: false,
             id,
         }
     }
@@ -320,6 +322,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             replaces: None,
+            allowed: Default::default(),
         }
     }
 

@@ -336,15 +336,34 @@ async fn directory_refuses_bad_fields() {
     assert_eq!(listed.principals.len(), 1, "nothing half-written");
 }
 
-/// A request over the 64 KiB limit is refused before it is decoded.
+/// A request over its service's limit is refused before it is decoded: 64 KiB for the
+/// directory, 128 KiB for `TokenService` (whose `RevokeLeaked` carries up to 1000 tokens).
 #[tokio::test]
-async fn requests_over_64_kib_are_refused() {
+async fn requests_over_the_limit_are_refused() {
     let app = TestApp::spawn().await;
-    let r = TokenServiceClient::new(app.channel().await)
-        .validate(proto::ValidateRequest {
-            token: "x".repeat(65 * 1024),
-            ..Default::default()
+    let r = app
+        .directory(&app.admin)
+        .await
+        .get_principal(proto::GetPrincipalRequest {
+            id: "x".repeat(65 * 1024),
         })
         .await;
     assert_code(r, Code::OutOfRange, "65536");
+    let r = TokenServiceClient::new(app.channel().await)
+        .validate(proto::ValidateRequest {
+            token: "x".repeat(129 * 1024),
+            ..Default::default()
+        })
+        .await;
+    assert_code(r, Code::OutOfRange, "131072");
+    // Under the limit, a long string is merely not a token.
+    let v = TokenServiceClient::new(app.channel().await)
+        .validate(proto::ValidateRequest {
+            token: "x".repeat(100 * 1024),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reason(&v), proto::Reason::Malformed);
 }

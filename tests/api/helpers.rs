@@ -412,6 +412,7 @@ impl TestApp {
                 token: token.into(),
                 namespace: ns as i32,
                 required_scopes: required.iter().map(|s| s.to_string()).collect(),
+                ..Default::default()
             })
             .await
             .unwrap()

@@ -10,6 +10,7 @@ mod deploy;
 mod directory;
 mod frontdoor;
 mod helpers;
+mod leaks;
 mod logs;
 mod matrix;
 mod operability;

@@ -132,6 +132,7 @@ enum Rpc {
     List,
     Revoke,
     Validate,
+    RevokeLeaked,
     PutPrincipal,
     GetPrincipal,
     ListPrincipals,
@@ -143,11 +144,12 @@ enum Rpc {
     ListAuditEvents,
 }
 
-const RPCS: [Rpc; 13] = [
+const RPCS: [Rpc; 14] = [
     Rpc::Generate,
     Rpc::List,
     Rpc::Revoke,
     Rpc::Validate,
+    Rpc::RevokeLeaked,
     Rpc::PutPrincipal,
     Rpc::GetPrincipal,
     Rpc::ListPrincipals,
@@ -169,6 +171,9 @@ impl Rpc {
             Rpc::Validate => {
                 Some("the token presented (no credential needed: the caller's is ignored)")
             }
+            Rpc::RevokeLeaked => Some(
+                "the token string given (no credential needed: whoever holds a token may kill it)",
+            ),
             Rpc::PutPrincipal => {
                 Some("the principal put (another tenant's: `principal.tenant` names it)")
             }
@@ -182,7 +187,9 @@ impl Rpc {
 
     fn name(self) -> String {
         let service = match self {
-            Rpc::Generate | Rpc::List | Rpc::Revoke | Rpc::Validate => "TokenService",
+            Rpc::Generate | Rpc::List | Rpc::Revoke | Rpc::Validate | Rpc::RevokeLeaked => {
+                "TokenService"
+            }
             _ => "DirectoryService",
         };
         format!("{service}/{self:?}")
@@ -543,6 +550,27 @@ async fn cell(w: &World, rpc: Rpc, c: Caller, t: Target, n: usize) -> String {
         Rpc::Revoke => {
             let (id, _) = w.target_token(c, t).await;
             code(&w.tokens(c).await.revoke(proto::RevokeRequest { id }).await)
+        }
+        Rpc::RevokeLeaked => {
+            let (_, secret) = w.target_token(c, t).await;
+            let r = w
+                .tokens(c)
+                .await
+                .revoke_leaked(proto::RevokeLeakedRequest {
+                    tokens: vec![secret.clone()],
+                })
+                .await;
+            match r {
+                Ok(_) => {
+                    let v = w.app.validate(&secret, Namespace::Api, &[]).await;
+                    if v.reason() == proto::Reason::Revoked {
+                        "OK (revoked)".into()
+                    } else {
+                        "OK (nothing revoked)".into()
+                    }
+                }
+                Err(e) => code_name(e.code()).into(),
+            }
         }
         Rpc::Validate => {
             let (_, secret) = w.target_token(c, t).await;

@@ -1,0 +1,838 @@
+//! Leaked and misplaced tokens: GitHub secret-scanning reports, revoke-by-value, tokens bound
+//! to networks (through `Validate`, ext_authz, forward-auth and bearer calls), and the
+//! retirement of unused tokens by two replicas at once.
+
+use crate::helpers::*;
+use base64::Engine;
+use chrono::TimeDelta;
+use envoy_types::pb::envoy::config::core::v3::{Address, SocketAddress, address, socket_address};
+use envoy_types::pb::envoy::service::auth::v3::{
+    AttributeContext, CheckRequest, attribute_context, authorization_client::AuthorizationClient,
+    check_response::HttpResponse,
+};
+use jeton::grpc::proto::{self, AuditAction, Namespace, Reason};
+use p256::ecdsa::signature::Signer;
+use p256::ecdsa::{Signature, SigningKey};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use tonic::Code;
+
+// ---------------------------------------------------------------------------------------
+// Secret-scanning reports
+
+/// A signing key of our own, published under `id` in a key file as GitHub publishes its.
+struct Scanner {
+    id: String,
+    key: SigningKey,
+    file: tempfile::NamedTempFile,
+}
+
+impl Scanner {
+    fn new(id: &str) -> Self {
+        use p256::pkcs8::{EncodePublicKey, LineEnding};
+        let key = loop {
+            let mut bytes = [0u8; 32];
+            rand::fill(&mut bytes);
+            if let Ok(k) = SigningKey::from_slice(&bytes) {
+                break k;
+            }
+        };
+        let pem = key
+            .verifying_key()
+            .to_public_key_pem(LineEnding::LF)
+            .unwrap();
+        let list = serde_json::json!({
+            "public_keys": [
+                {"key_identifier": "an-old-key", "key": pem, "is_current": false},
+                {"key_identifier": id, "key": pem, "is_current": true},
+            ]
+        });
+        let file = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(file.path(), list.to_string()).unwrap();
+        Self {
+            id: id.to_owned(),
+            key,
+            file,
+        }
+    }
+
+    fn sign(&self, body: &str) -> String {
+        let sig: Signature = self.key.sign(body.as_bytes());
+        base64::engine::general_purpose::STANDARD.encode(sig.to_der().as_bytes())
+    }
+}
+
+/// A server with the HTTP listener and secret scanning on, trusting `scanner`'s keys.
+async fn scanning(scanner: &Scanner) -> TestApp {
+    let path = scanner.file.path().to_owned();
+    TestApp::spawn_with(Transport::Plain, move |s| {
+        s.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        s.secret_scanning_keys = Some(path);
+    })
+    .await
+}
+
+fn report_body(tokens: &[&str]) -> String {
+    serde_json::Value::Array(
+        tokens
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "token": t,
+                    "type": "jeton_api_token",
+                    "url": "https://github.com/octo/leaky/blob/main/.env",
+                    "source": "content",
+                })
+            })
+            .collect(),
+    )
+    .to_string()
+}
+
+async fn post_report(app: &TestApp, key_id: &str, signature: &str, body: &str) -> HttpAnswer {
+    http(
+        app.http.unwrap(),
+        "POST",
+        "/v1/secret-scanning/reports",
+        &[
+            ("content-type", "application/json"),
+            ("github-public-key-identifier", key_id),
+            ("github-public-key-signature", signature),
+        ],
+        body,
+    )
+    .await
+}
+
+fn sha256_hex(s: &str) -> String {
+    Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The feedback labels of an answer, by token hash.
+fn labels(answer: &HttpAnswer) -> HashMap<String, String> {
+    let v: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            assert_eq!(e["token_type"], "jeton_api_token");
+            (
+                e["token_hash"].as_str().unwrap().to_owned(),
+                e["label"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+async fn generate(app: &TestApp, bearer: &str, name: &str) -> proto::GenerateResponse {
+    app.tokens(bearer)
+        .await
+        .generate(generate_req(name, &[]))
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// Audit events of `tenant` (through its admin `bearer`) with `action` on `target`.
+async fn events(app: &TestApp, bearer: &str, target: &str, action: AuditAction) -> Vec<proto::AuditEvent> {
+    app.directory(bearer)
+        .await
+        .list_audit_events(proto::ListAuditEventsRequest {
+            target: target.to_owned(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events
+        .into_iter()
+        .filter(|e| e.action() == action)
+        .collect()
+}
+
+async fn valid_on(app: &TestApp, token: &str) -> proto::ValidateResponse {
+    app.validate(token, Namespace::Api, &[]).await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_signed_report_revokes_live_tokens_everywhere_and_labels_each_string() {
+    let scanner = Scanner::new("key-2026");
+    let a = scanning(&scanner).await;
+    let b = a.replica().await;
+    let leaked = generate(&a, &a.admin, "leaked").await;
+    let leaked_id = leaked.token.as_ref().unwrap().id.clone();
+    let other = generate(&a, &a.admin, "kept").await;
+    let revoked = generate(&a, &a.admin, "revoked already").await;
+    a.tokens(&a.admin)
+        .await
+        .revoke(proto::RevokeRequest {
+            id: revoked.token.unwrap().id,
+        })
+        .await
+        .unwrap();
+    // Another tenant's token: leaks are global.
+    let fabrikam_admin = a.bootstrap_tenant("fabrikam", "root@fabrikam.com").await;
+    let foreign = generate(&a, &fabrikam_admin, "foreign").await;
+    let foreign_id = foreign.token.as_ref().unwrap().id.clone();
+    // A string with a real id and a forged secret: someone published it to get the token
+    // killed; its secret did not leak.
+    let forged = crate::tokens::forge(&format!("{}{}", &other.secret[..26], "A".repeat(43)));
+    for t in [&leaked.secret, &other.secret, &foreign.secret] {
+        assert!(valid_on(&b, t).await.valid, "cached on replica B");
+    }
+
+    let body = report_body(&[
+        &leaked.secret,
+        &revoked.secret,
+        &foreign.secret,
+        &forged,
+        "ghp_not_ours_at_all",
+        "jta_malformed",
+    ]);
+    let start = Instant::now();
+    let answer = post_report(&a, &scanner.id, &scanner.sign(&body), &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let got = labels(&answer);
+    let expect = [
+        (&leaked.secret, "true_positive"),
+        (&revoked.secret, "false_positive"),
+        (&foreign.secret, "true_positive"),
+        (&forged, "false_positive"),
+    ];
+    for (t, label) in expect {
+        assert_eq!(got[&sha256_hex(t)], label);
+    }
+    assert_eq!(got[&sha256_hex("ghp_not_ours_at_all")], "false_positive");
+    assert_eq!(got[&sha256_hex("jta_malformed")], "false_positive");
+    assert!(
+        !answer.body.contains(&leaked.secret),
+        "the answer carries hashes only"
+    );
+
+    // Revoked on the replica that got the report at once, on the other within a second.
+    assert_eq!(reason(&valid_on(&a, &leaked.secret).await), Reason::Revoked);
+    loop {
+        let v = valid_on(&b, &leaked.secret).await;
+        if reason(&v) == Reason::Revoked && reason(&valid_on(&b, &foreign.secret).await) == Reason::Revoked {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(1), "replica B still trusts a leaked token");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(valid_on(&b, &other.secret).await.valid, "a forged secret revokes nothing");
+
+    // Audited in the owner's tenant, with the report's url and source, never the token.
+    let ours = events(&a, &a.admin, &leaked_id, AuditAction::TokenLeaked).await;
+    assert_eq!(ours.len(), 1);
+    assert_eq!(ours[0].actor, "jeton");
+    assert!(ours[0].detail.contains("https://github.com/octo/leaky/blob/main/.env"));
+    assert!(ours[0].detail.contains("content"));
+    assert!(!ours[0].detail.contains(&leaked.secret[4..]));
+    let theirs = events(&a, &fabrikam_admin, &foreign_id, AuditAction::TokenLeaked).await;
+    assert_eq!(theirs.len(), 1, "the foreign token's event is in its own tenant");
+    assert!(
+        events(&a, &a.admin, &foreign_id, AuditAction::TokenLeaked)
+            .await
+            .is_empty(),
+        "and not in the tenant that happens to share the server"
+    );
+
+    // The same report again: nothing left to revoke, no second event.
+    let again = post_report(&a, &scanner.id, &scanner.sign(&body), &body).await;
+    assert_eq!(again.status, 200);
+    assert!(labels(&again).values().all(|l| l == "false_positive"));
+    assert_eq!(
+        events(&a, &a.admin, &leaked_id, AuditAction::TokenLeaked).await.len(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_report_that_does_not_verify_is_401_and_revokes_nothing() {
+    let scanner = Scanner::new("key-2026");
+    let impostor = Scanner::new("key-2026");
+    let app = scanning(&scanner).await;
+    let t = generate(&app, &app.admin, "victim").await;
+    let body = report_body(&[&t.secret]);
+    let tampered = body.replace("content", "commit");
+    let cases = [
+        ("tampered body", scanner.id.clone(), scanner.sign(&body), tampered.clone()),
+        ("unknown key id", "key-1999".to_owned(), scanner.sign(&body), body.clone()),
+        ("another key's signature", scanner.id.clone(), impostor.sign(&body), body.clone()),
+        ("garbage signature", scanner.id.clone(), "bm90IGEgc2lnbmF0dXJl".to_owned(), body.clone()),
+        ("no signature", scanner.id.clone(), String::new(), body.clone()),
+    ];
+    for (what, id, sig, body) in cases {
+        let answer = post_report(&app, &id, &sig, &body).await;
+        assert_eq!(answer.status, 401, "{what}: {}", answer.body);
+    }
+    assert!(valid_on(&app, &t.secret).await.valid, "nothing was revoked");
+    // Signed but not a report: 400, still nothing revoked.
+    let answer = post_report(&app, &scanner.id, &scanner.sign("{}"), "{}").await;
+    assert_eq!(answer.status, 400);
+    assert!(valid_on(&app, &t.secret).await.valid);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn without_keys_the_report_endpoint_is_off() {
+    let app = TestApp::spawn_with(Transport::Plain, |s| {
+        s.http_listen = Some("127.0.0.1:0".parse().unwrap());
+    })
+    .await;
+    let answer = post_report(&app, "k", "s", "[]").await;
+    assert_eq!(answer.status, 404);
+    assert!(answer.body.contains("--secret-scanning-keys"));
+}
+
+// ---------------------------------------------------------------------------------------
+// Revoke by value
+
+#[tokio::test(flavor = "multi_thread")]
+async fn whoever_holds_a_token_may_revoke_it_and_learns_nothing_else() {
+    let app = TestApp::spawn().await;
+    let live = generate(&app, &app.admin, "live").await;
+    let live_id = live.token.as_ref().unwrap().id.clone();
+    let kept = generate(&app, &app.admin, "kept").await;
+    let dead = generate(&app, &app.admin, "dead").await;
+    app.tokens(&app.admin)
+        .await
+        .revoke(proto::RevokeRequest {
+            id: dead.token.as_ref().unwrap().id.clone(),
+        })
+        .await
+        .unwrap();
+    let fabrikam = app.bootstrap_tenant("fabrikam", "root@fabrikam.com").await;
+    let foreign = generate(&app, &fabrikam, "foreign").await;
+    let forged = crate::tokens::forge(&format!("{}{}", &kept.secret[..26], "B".repeat(43)));
+    let mut anyone = proto::token_service_client::TokenServiceClient::new(app.channel().await);
+    let strings = vec![
+        live.secret.clone(),
+        dead.secret.clone(),
+        foreign.secret.clone(),
+        forged,
+        "not a token".to_owned(),
+        "x".repeat(5000),
+        String::new(),
+    ];
+    // No credential at all, and the same empty answer whatever the strings.
+    let answer = anyone
+        .revoke_leaked(proto::RevokeLeakedRequest { tokens: strings })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer, proto::RevokeLeakedResponse {});
+    assert_eq!(reason(&valid_on(&app, &live.secret).await), Reason::Revoked);
+    assert_eq!(reason(&valid_on(&app, &foreign.secret).await), Reason::Revoked);
+    assert!(valid_on(&app, &kept.secret).await.valid, "a forged secret revokes nothing");
+    let e = events(&app, &app.admin, &live_id, AuditAction::TokenLeaked).await;
+    assert_eq!(e.len(), 1);
+    assert!(e[0].detail.starts_with("RevokeLeaked from 127.0.0.1"), "{}", e[0].detail);
+    let dead_id = dead.token.unwrap().id;
+    assert!(
+        events(&app, &app.admin, &dead_id, AuditAction::TokenLeaked)
+            .await
+            .is_empty(),
+        "an already revoked token gets no second event"
+    );
+    // Nothing to revoke is the same answer.
+    let answer = anyone
+        .revoke_leaked(proto::RevokeLeakedRequest {
+            tokens: vec!["nothing".into()],
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer, proto::RevokeLeakedResponse {});
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn revoke_leaked_is_bounded_per_call_and_per_address() {
+    let app = TestApp::spawn().await;
+    let mut anyone = proto::token_service_client::TokenServiceClient::new(app.channel().await);
+    let junk = |n: usize| proto::RevokeLeakedRequest {
+        tokens: (0..n).map(|i| format!("junk-{i}")).collect(),
+    };
+    assert_code(
+        anyone.revoke_leaked(junk(1001)).await,
+        Code::InvalidArgument,
+        "tokens",
+    );
+    // A full call (1000 strings of token length: the request size allows it), then the
+    // address's budget for the minute is spent.
+    let full = proto::RevokeLeakedRequest {
+        tokens: (0..1000)
+            .map(|_| crate::tokens::forge(&"C".repeat(65)))
+            .collect(),
+    };
+    anyone.revoke_leaked(full).await.unwrap();
+    assert_code(
+        anyone.revoke_leaked(junk(10)).await,
+        Code::ResourceExhausted,
+        "",
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Tokens bound to networks
+
+fn bound_req(name: &str, ns: Namespace, cidrs: &[&str]) -> proto::GenerateRequest {
+    proto::GenerateRequest {
+        name: name.to_owned(),
+        namespace: ns as i32,
+        subject: if ns == Namespace::Api {
+            String::new()
+        } else {
+            "collector-7".to_owned()
+        },
+        allowed_cidrs: cidrs.iter().map(|c| c.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+async fn validate_from(app: &TestApp, token: &str, ns: Namespace, client: &str) -> proto::ValidateResponse {
+    proto::token_service_client::TokenServiceClient::new(app.channel().await)
+        .validate(proto::ValidateRequest {
+            token: token.to_owned(),
+            namespace: ns as i32,
+            client_address: client.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// What Envoy's `Check` answers for `token` from a downstream client at `client`: the HTTP
+/// status it would give.
+async fn envoy_from(app: &TestApp, token: &str, client: Option<&str>) -> u16 {
+    let source = client.map(|c| attribute_context::Peer {
+        address: Some(Address {
+            address: Some(address::Address::SocketAddress(SocketAddress {
+                address: c.to_owned(),
+                port_specifier: Some(socket_address::PortSpecifier::PortValue(40_000)),
+                ..Default::default()
+            })),
+        }),
+        ..Default::default()
+    });
+    let req = CheckRequest {
+        attributes: Some(AttributeContext {
+            source,
+            request: Some(attribute_context::Request {
+                http: Some(attribute_context::HttpRequest {
+                    headers: HashMap::from([(
+                        "authorization".to_owned(),
+                        format!("Bearer {token}"),
+                    )]),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            context_extensions: HashMap::from([(
+                "jeton.namespace".to_owned(),
+                "log_collector".to_owned(),
+            )]),
+            ..Default::default()
+        }),
+    };
+    let res = AuthorizationClient::new(app.channel().await)
+        .check(req)
+        .await
+        .unwrap()
+        .into_inner();
+    match res.http_response {
+        Some(HttpResponse::OkResponse(_)) => 200,
+        Some(HttpResponse::DeniedResponse(d)) => d.status.unwrap().code as u16,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Forward-auth for `token` in log_collector, from this test (127.0.0.1 or ::1) to `addr`,
+/// with these `X-Forwarded-For` values.
+async fn forward_auth_from(addr: std::net::SocketAddr, token: &str, forwarded: &[&str]) -> HttpAnswer {
+    let bearer = format!("Bearer {token}");
+    let mut headers = vec![("authorization", bearer.as_str())];
+    for f in forwarded {
+        headers.push(("x-forwarded-for", f));
+    }
+    http(
+        addr,
+        "GET",
+        "/v1/forward-auth?namespace=log_collector",
+        &headers,
+        "",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bound_token_validates_only_from_its_networks_through_validate_and_envoy() {
+    let app = TestApp::spawn().await;
+    let t = app
+        .tokens(&app.admin)
+        .await
+        .generate(bound_req(
+            "collector",
+            Namespace::LogCollector,
+            &["203.0.113.0/24", "2001:db8:7::/48"],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        t.token.as_ref().unwrap().allowed_cidrs,
+        ["203.0.113.0/24", "2001:db8:7::/48"]
+    );
+    let ns = Namespace::LogCollector;
+    for inside in ["203.0.113.9", "2001:db8:7::1", "::ffff:203.0.113.10"] {
+        assert!(validate_from(&app, &t.secret, ns, inside).await.valid, "{inside}");
+        assert_eq!(envoy_from(&app, &t.secret, Some(inside)).await, 200, "{inside}");
+    }
+    for outside in ["198.51.100.1", "2001:db8:8::1"] {
+        let v = validate_from(&app, &t.secret, ns, outside).await;
+        assert_eq!(reason(&v), Reason::AddressNotAllowed, "{outside}");
+        assert_eq!(envoy_from(&app, &t.secret, Some(outside)).await, 403, "{outside}");
+    }
+    // No address to check: fails closed.
+    assert_eq!(
+        reason(&validate_from(&app, &t.secret, ns, "").await),
+        Reason::AddressNotAllowed
+    );
+    assert_eq!(envoy_from(&app, &t.secret, None).await, 403);
+    // A bad address is the caller's mistake, named.
+    assert_code(
+        proto::token_service_client::TokenServiceClient::new(app.channel().await)
+            .validate(proto::ValidateRequest {
+                token: t.secret.clone(),
+                namespace: ns as i32,
+                client_address: "203.0.113.0/24".into(),
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "client_address",
+    );
+    // An unbound token needs no address.
+    let free = app
+        .tokens(&app.admin)
+        .await
+        .generate(bound_req("free", ns, &[]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(validate_from(&app, &free.secret, ns, "").await.valid);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forward_auth_believes_x_forwarded_for_only_from_trusted_proxies() {
+    let trusting = TestApp::spawn_with(Transport::Plain, |s| {
+        s.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        s.trusted_proxies = vec!["127.0.0.0/8".parse().unwrap()];
+    })
+    .await;
+    let t = trusting
+        .tokens(&trusting.admin)
+        .await
+        .generate(bound_req(
+            "behind nginx",
+            Namespace::LogCollector,
+            &["203.0.113.0/24", "2001:db8::/32"],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let addr = trusting.http.unwrap();
+    // From a trusted proxy: the client it names.
+    assert_eq!(forward_auth_from(addr, &t.secret, &["203.0.113.5"]).await.status, 200);
+    assert_eq!(forward_auth_from(addr, &t.secret, &["2001:db8::5"]).await.status, 200);
+    // The rightmost address that is not a trusted proxy: a client cannot prepend its way in.
+    assert_eq!(
+        forward_auth_from(addr, &t.secret, &["203.0.113.5, 198.51.100.7"]).await.status,
+        403
+    );
+    let denied = forward_auth_from(addr, &t.secret, &["198.51.100.7"]).await;
+    assert_eq!(denied.status, 403);
+    assert!(denied.body.contains("address_not_allowed"), "{}", denied.body);
+    assert!(!denied.body.contains(&t.secret));
+
+    // The same header from a peer that is not a trusted proxy is ignored: the peer
+    // (127.0.0.1) is the client, and it is not in the token's networks.
+    let untrusting = trusting
+        .replica_with(Transport::Plain, |s| {
+            s.http_listen = Some("127.0.0.1:0".parse().unwrap());
+            s.trusted_proxies = vec!["10.0.0.0/8".parse().unwrap()];
+        })
+        .await;
+    let spoofed = forward_auth_from(untrusting.http.unwrap(), &t.secret, &["203.0.113.5"]).await;
+    assert_eq!(spoofed.status, 403, "a spoofed X-Forwarded-For gets nowhere");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn forward_auth_over_ipv6_sees_the_ipv6_peer() {
+    if std::net::TcpListener::bind("[::1]:0").is_err() {
+        eprintln!("no IPv6 loopback here: the IPv6 cases run through X-Forwarded-For above");
+        return;
+    }
+    let app = TestApp::spawn_with(Transport::Plain, |s| {
+        s.http_listen = Some("[::1]:0".parse().unwrap());
+    })
+    .await;
+    let mut tokens = app.tokens(&app.admin).await;
+    let mut secrets = Vec::new();
+    for cidrs in [["::1"], ["127.0.0.1"]] {
+        let req = bound_req("v6", Namespace::LogCollector, &cidrs);
+        secrets.push(tokens.generate(req).await.unwrap().into_inner().secret);
+    }
+    let (v6, v4) = (&secrets[0], &secrets[1]);
+    let addr = app.http.unwrap();
+    assert_eq!(forward_auth_from(addr, v6, &[]).await.status, 200);
+    assert_eq!(forward_auth_from(addr, v4, &[]).await.status, 403);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bound_api_token_calls_jeton_only_from_its_networks() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.tokens(&app.admin).await;
+    let here = admin
+        .generate(bound_req("here", Namespace::Api, &["127.0.0.0/8", "::1"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let elsewhere = admin
+        .generate(bound_req("elsewhere", Namespace::Api, &["192.0.2.0/24"]))
+        .await
+        .unwrap()
+        .into_inner();
+    // The test's connection comes from 127.0.0.1.
+    app.tokens(&here.secret)
+        .await
+        .list(proto::ListRequest::default())
+        .await
+        .unwrap();
+    assert_code(
+        app.tokens(&elsewhere.secret)
+            .await
+            .list(proto::ListRequest::default())
+            .await,
+        Code::Unauthenticated,
+        "",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn networks_are_listed_kept_on_rotation_and_required_by_policy() {
+    let app = TestApp::spawn().await;
+    let mut admin = app.tokens(&app.admin).await;
+    let t = admin
+        .generate(bound_req(
+            "siem",
+            Namespace::Siem,
+            &["10.1.2.3/16", "2001:db8::1"],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let listed = admin
+        .list(proto::ListRequest {
+            namespace: Namespace::Siem as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.tokens[0].allowed_cidrs, ["10.1.0.0/16", "2001:db8::1/128"]);
+    // Rotation keeps them, and refuses to change them.
+    let id = t.token.unwrap().id;
+    let rotated = admin
+        .generate(proto::GenerateRequest {
+            rotate_id: id.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        rotated.token.unwrap().allowed_cidrs,
+        ["10.1.0.0/16", "2001:db8::1/128"]
+    );
+    assert_code(
+        admin
+            .generate(proto::GenerateRequest {
+                rotate_id: id,
+                allowed_cidrs: vec!["0.0.0.0/0".into()],
+                ..Default::default()
+            })
+            .await,
+        Code::InvalidArgument,
+        "allowed_cidrs",
+    );
+    // Bad networks, named.
+    for bad in [["10.0.0.0/33"], ["example.com"]] {
+        assert_code(
+            admin
+                .generate(bound_req("bad", Namespace::Siem, &bad))
+                .await,
+            Code::InvalidArgument,
+            "allowed_cidrs",
+        );
+    }
+    let too_many: Vec<String> = (0..33).map(|i| format!("10.0.{i}.0/24")).collect();
+    let too_many: Vec<&str> = too_many.iter().map(String::as_str).collect();
+    assert_code(
+        admin
+            .generate(bound_req("many", Namespace::Siem, &too_many))
+            .await,
+        Code::InvalidArgument,
+        "allowed_cidrs",
+    );
+    // The tenant's policy: collector and SIEM tokens must be bound; API tokens need not.
+    app.directory(&app.admin)
+        .await
+        .update_tenant(proto::UpdateTenantRequest {
+            tenant: Some(proto::Tenant {
+                require_allowed_cidrs: true,
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["require_allowed_cidrs".into()],
+            }),
+        })
+        .await
+        .unwrap();
+    assert_code(
+        admin
+            .generate(bound_req("unbound", Namespace::LogCollector, &[]))
+            .await,
+        Code::InvalidArgument,
+        "allowed_cidrs",
+    );
+    admin
+        .generate(bound_req("bound", Namespace::LogCollector, &["10.0.0.0/8"]))
+        .await
+        .unwrap();
+    admin
+        .generate(bound_req("api", Namespace::Api, &[]))
+        .await
+        .unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Retirement of unused tokens
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_replicas_retire_each_unused_token_once() {
+    let sweep = |s: &mut jeton::config::ServeConfig| {
+        s.retirement_sweep_interval = Duration::from_millis(20);
+    };
+    let a = TestApp::spawn_with(Transport::Tls, sweep).await;
+    let b = a.replica_with(Transport::Tls, sweep).await;
+    let mut dir = a.directory(&a.admin).await;
+    // Refusals first: under a day, or not whole seconds.
+    for bad in [
+        prost_types::Duration { seconds: 3600, nanos: 0 },
+        prost_types::Duration { seconds: 86_400, nanos: 5 },
+        prost_types::Duration { seconds: -86_400, nanos: 0 },
+    ] {
+        assert_code(
+            dir.update_tenant(proto::UpdateTenantRequest {
+                tenant: Some(proto::Tenant {
+                    revoke_unused_after: Some(bad),
+                    ..Default::default()
+                }),
+                update_mask: Some(prost_types::FieldMask {
+                    paths: vec!["revoke_unused_after".into()],
+                }),
+            })
+            .await,
+            Code::InvalidArgument,
+            "tenant.revoke_unused_after",
+        );
+    }
+    let tenant = dir
+        .update_tenant(proto::UpdateTenantRequest {
+            tenant: Some(proto::Tenant {
+                revoke_unused_after: Some(prost_types::Duration {
+                    seconds: 86_400,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["revoke_unused_after".into()],
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(tenant.revoke_unused_after.unwrap().seconds, 86_400);
+
+    // t0: the admin's token (used by every call above: never stale) and five new ones.
+    let mut never_used = Vec::new();
+    for i in 0..3 {
+        never_used.push(generate(&a, &a.admin, &format!("idle-{i}")).await);
+    }
+    let used = generate(&a, &a.admin, "used").await;
+    let used_late = generate(&a, &a.admin, "used-late").await;
+    a.clock.advance(TimeDelta::hours(12));
+    assert!(valid_on(&a, &used.secret).await.valid);
+    // t0+12h: within 13 hours the policy retires the never-used ones, not the one just used.
+    let due: Vec<String> = a
+        .tokens(&a.admin)
+        .await
+        .list(proto::ListRequest {
+            retire_within: Some(prost_types::Duration {
+                seconds: 13 * 3600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    for name in ["idle-0", "idle-1", "idle-2", "used-late"] {
+        assert!(due.contains(&name.to_owned()), "{name} in {due:?}");
+    }
+    assert!(!due.contains(&"used".to_owned()), "{due:?}");
+    // Used through replica B only, late; B writes its uses when it lists (and every flush
+    // interval; a token is retired only after the policy's time plus that interval, here
+    // the tests' hour).
+    a.clock.advance(TimeDelta::hours(11));
+    assert!(valid_on(&b, &used_late.secret).await.valid);
+    b.tokens(&b.admin)
+        .await
+        .list(proto::ListRequest::default())
+        .await
+        .unwrap();
+    // t0+25h: both replicas sweep, every 20 ms; the never-used tokens are a day and an hour
+    // old.
+    a.clock.advance(TimeDelta::hours(2));
+    let start = Instant::now();
+    for t in &never_used {
+        while valid_on(&a, &t.secret).await.valid {
+            assert!(start.elapsed() < Duration::from_secs(10), "not retired");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(reason(&valid_on(&b, &t.secret).await), Reason::Revoked);
+    }
+    // Let both replicas sweep a few more rounds: nothing is revoked twice.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(valid_on(&a, &used.secret).await.valid, "used 13 hours ago");
+    assert!(valid_on(&a, &used_late.secret).await.valid, "used 2 hours ago, on B");
+    assert!(valid_on(&a, &a.admin).await.valid);
+    for t in &never_used {
+        let id = &t.token.as_ref().unwrap().id;
+        let e = events(&a, &a.admin, id, AuditAction::TokenRevoked).await;
+        assert_eq!(e.len(), 1, "one revocation event for {id}: {e:?}");
+        assert_eq!(e[0].actor, "jeton");
+        assert!(e[0].detail.contains("revoke_unused_after=86400s"), "{}", e[0].detail);
+    }
+}
