@@ -18,10 +18,31 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Shards of the pending map: validations on different cores rarely wait for each other.
+const SHARDS: usize = 16;
+
+/// A token id as a fixed-size key (ids are 22 ASCII characters).
+type Key = [u8; 22];
+
+fn key(id: &TokenId) -> Key {
+    let mut k = [0u8; 22];
+    let b = id.as_str().as_bytes();
+    let n = b.len().min(k.len());
+    k[..n].copy_from_slice(&b[..n]);
+    k
+}
+
+/// The pending map's hasher: fast, and seeded per process.
+type Hasher = foldhash::fast::RandomState;
+
+/// Minutes since the Unix epoch.
+type Minute = i64;
+
 #[derive(Debug)]
 pub(crate) struct LastUse {
     store: Store,
-    pending: Mutex<HashMap<TokenId, DateTime<Utc>>>,
+    /// Newest minute of use per token, by shard.
+    pending: [Mutex<HashMap<Key, Minute, Hasher>>; SHARDS],
     /// Serialises flushes so that a batch taken out of `pending` is written before the next.
     flushing: tokio::sync::Mutex<()>,
 }
@@ -30,41 +51,55 @@ impl LastUse {
     pub(crate) fn new(store: Store) -> Self {
         Self {
             store,
-            pending: Mutex::new(HashMap::new()),
+            pending: std::array::from_fn(|_| Mutex::default()),
             flushing: tokio::sync::Mutex::new(()),
         }
     }
 
+    fn shard(&self, k: &Key) -> &Mutex<HashMap<Key, Minute, Hasher>> {
+        &self.pending[usize::from(k[0]) % SHARDS]
+    }
+
     /// Notes that `id` was used at `at`, to the minute; keeps the newest.
     pub(crate) fn record(&self, id: &TokenId, at: DateTime<Utc>) {
-        let at = to_minute(at);
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        match pending.get_mut(id) {
-            Some(t) if *t >= at => {}
-            Some(t) => *t = at,
-            None => {
-                pending.insert(id.clone(), at);
-            }
+        let k = key(id);
+        let minute = at.timestamp().div_euclid(60);
+        let mut pending = self.shard(&k).lock().unwrap_or_else(|e| e.into_inner());
+        let t = pending.entry(k).or_insert(minute);
+        if *t < minute {
+            *t = minute;
         }
     }
 
     /// How many tokens have a use not yet written.
     pub(crate) fn pending(&self) -> usize {
-        self.pending.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.pending
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+
+    /// Takes every pending time out (releasing the maps' memory after a burst).
+    fn take(&self) -> Vec<(TokenId, DateTime<Utc>)> {
+        let mut batch = Vec::new();
+        for shard in &self.pending {
+            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
+            batch.extend(taken.into_iter().filter_map(|(k, minute)| {
+                let id = TokenId::parse(std::str::from_utf8(&k).ok()?).ok()?;
+                Some((id, DateTime::from_timestamp(minute.checked_mul(60)?, 0)?))
+            }));
+        }
+        batch
     }
 
     /// Writes every pending time. On failure the batch is put back (keeping newer times that
     /// arrived meanwhile) for the next attempt.
     pub(crate) async fn flush(&self) -> Result<u64, StoreError> {
         let _turn = self.flushing.lock().await;
-        let batch: Vec<_> = {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            if pending.is_empty() {
-                return Ok(0);
-            }
-            // take, not drain: release the map's memory after a burst of many tokens.
-            std::mem::take(&mut *pending).into_iter().collect()
-        };
+        let batch = self.take();
+        if batch.is_empty() {
+            return Ok(0);
+        }
         let start = std::time::Instant::now();
         let written = self.store.record_last_use(&batch).await;
         if let Some(m) = crate::metrics::get() {
@@ -107,8 +142,40 @@ pub(crate) fn start_flushing(last_use: Arc<LastUse>, every: Duration) -> Task {
     })
 }
 
-/// `t` truncated to the minute.
-fn to_minute(t: DateTime<Utc>) -> DateTime<Utc> {
-    use chrono::DurationRound;
-    t.duration_trunc(chrono::TimeDelta::minutes(1)).unwrap_or(t)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::DbOptions;
+
+    #[tokio::test]
+    async fn the_newest_minute_per_token_is_kept_across_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("j.db").display());
+        let options = DbOptions {
+            max_connections: 1,
+            connect_timeout: Duration::from_secs(5),
+            create: true,
+        };
+        let lu = LastUse::new(Store::connect(&url, &options).await.unwrap());
+        let ids: Vec<TokenId> = (0..40)
+            .map(|i| TokenId::parse(&format!("{i:0>22}")).unwrap())
+            .collect();
+        let t0 = DateTime::from_timestamp(1_800_000_000, 0).unwrap();
+        for (i, id) in ids.iter().enumerate() {
+            let later = t0 + chrono::TimeDelta::seconds(61 + i as i64);
+            lu.record(id, later);
+            lu.record(id, t0); // older: ignored
+            lu.record(id, later + chrono::TimeDelta::seconds(1)); // same minute or the next
+        }
+        assert_eq!(lu.pending(), ids.len());
+        let mut batch = lu.take();
+        batch.sort();
+        assert_eq!(batch.len(), ids.len());
+        for (i, (id, at)) in batch.iter().enumerate() {
+            assert_eq!(id, &ids[i]);
+            let expect = (t0 + chrono::TimeDelta::seconds(62 + i as i64)).timestamp() / 60 * 60;
+            assert_eq!(at.timestamp(), expect, "to the minute, the newest");
+        }
+        assert_eq!(lu.pending(), 0);
+    }
 }
