@@ -68,6 +68,12 @@ macro_rules! text_type {
             $vis fn as_str(&self) -> &str {
                 &self.0
             }
+
+            /// The text itself, for a response that takes it over.
+            #[allow(dead_code, reason = "only the types rendered by value need it")]
+            pub(crate) fn into_string(self) -> String {
+                self.0
+            }
         }
 
         impl fmt::Display for $name {

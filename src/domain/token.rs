@@ -61,6 +61,11 @@ impl TokenId {
         Self(s.to_owned())
     }
 
+    /// The id itself, for a response that takes it over.
+    pub(crate) fn into_string(self) -> String {
+        self.0
+    }
+
     pub fn parse(s: &str) -> Result<Self, NameError> {
         if s.is_empty() {
             Err(NameError::Empty)

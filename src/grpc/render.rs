@@ -4,7 +4,7 @@ use super::page::{Cursor, Pager};
 use super::proto;
 use crate::domain::{
     Assignment, AuditAction, AuditEvent, Namespace, Page, Principal, Reason, Role, ScopeSet,
-    Tenant, TokenStatus, TokenView,
+    Tenant, TokenId, TokenStatus, TokenView,
 };
 use crate::usecase::{Generated, Validated};
 use chrono::{DateTime, TimeDelta, Utc};
@@ -65,24 +65,33 @@ impl From<Reason> for proto::Reason {
 
 impl From<&TokenView> for proto::Token {
     fn from(v: &TokenView) -> Self {
-        let t = &v.token;
+        v.clone().into()
+    }
+}
+
+/// By value: the token's strings move into the response (the validate path renders one per
+/// call).
+impl From<TokenView> for proto::Token {
+    fn from(v: TokenView) -> Self {
+        let t = v.token;
         proto::Token {
-            id: t.id.as_str().to_owned(),
-            tenant: t.tenant.as_str().to_owned(),
             namespace: proto::Namespace::from(t.namespace) as i32,
-            name: t.name.as_str().to_owned(),
-            subject: t.subject.as_str().to_owned(),
-            creator: t.creator.as_str().to_owned(),
             scopes: scope_names(t.scopes),
             create_time: Some(timestamp(t.created_at)),
             last_use_time: t.last_used_at.map(timestamp),
             expire_time: t.expires_at.map(timestamp),
             status: proto::TokenStatus::from(v.status) as i32,
-            replaces_id: t
-                .replaces
-                .as_ref()
-                .map_or_else(String::new, |r| r.as_str().to_owned()),
-            allowed_cidrs: t.allowed.names(),
+            replaces_id: t.replaces.map(TokenId::into_string).unwrap_or_default(),
+            allowed_cidrs: if t.allowed.is_empty() {
+                Vec::new()
+            } else {
+                t.allowed.names()
+            },
+            id: t.id.into_string(),
+            tenant: t.tenant.into_string(),
+            name: t.name.into_string(),
+            subject: t.subject.into_string(),
+            creator: t.creator.into_string(),
         }
     }
 }
@@ -104,8 +113,8 @@ impl From<Result<Validated, Reason>> for proto::ValidateResponse {
             Ok(v) => proto::ValidateResponse {
                 valid: true,
                 reason: proto::Reason::Unspecified as i32,
-                token: Some((&v.token).into()),
                 effective_scopes: scope_names(v.effective),
+                token: Some(v.token.into()),
             },
             Err(reason) => proto::ValidateResponse {
                 valid: false,

@@ -1,11 +1,17 @@
 //! The bounded memory of the validate path: verified tokens, absent ids and principals,
 //! with the epoch that keeps a racing load out and the freshness that decides whether any
 //! of it may be used.
+//!
+//! Each map is a `quick_cache` (sharded, CLOCK-PRO-like eviction: a hit is a read lock and
+//! a flag, with no access-order list to maintain), keyed by the fixed-size token id or, for
+//! principals, by a key looked up without formatting a string. Lifetimes are judged here,
+//! against [`Ticker`], a monotonic clock that tests can move.
 
 use super::entry::{Key, Verified, key};
 use crate::domain::{Principal, PrincipalId, TenantId, Token, TokenId};
 use crate::store::Changed;
-use moka::sync::Cache;
+use quick_cache::Equivalent;
+use quick_cache::sync::Cache;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,9 +36,71 @@ pub(crate) struct CacheSettings {
 /// How long an id that failed a verification stays suspect.
 const SUSPECT_FOR: Duration = Duration::from_secs(600);
 
-/// Key of the principal cache.
-fn owner_key(tenant: &TenantId, principal: &str) -> String {
-    format!("{tenant}/{principal}")
+/// A monotonic clock in milliseconds: the process's, or one a test moves by hand.
+#[derive(Debug, Clone)]
+pub(crate) enum Ticker {
+    Real(Instant),
+    #[cfg(test)]
+    Manual(Arc<AtomicU64>),
+}
+
+impl Ticker {
+    pub(crate) fn real() -> Self {
+        Ticker::Real(Instant::now())
+    }
+
+    /// A clock at 0 that moves only when `advance` is called on it.
+    #[cfg(test)]
+    pub(crate) fn manual() -> Self {
+        Ticker::Manual(Arc::default())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn advance(&self, by: Duration) {
+        match self {
+            Ticker::Manual(ms) => {
+                ms.fetch_add(by.as_millis() as u64, Ordering::SeqCst);
+            }
+            Ticker::Real(_) => panic!("the real clock cannot be moved"),
+        }
+    }
+
+    fn ms(&self) -> u64 {
+        match self {
+            Ticker::Real(start) => start.elapsed().as_millis() as u64,
+            #[cfg(test)]
+            Ticker::Manual(ms) => ms.load(Ordering::SeqCst),
+        }
+    }
+}
+
+/// Key of the principal cache: tenant and principal id.
+#[derive(Debug, Hash, PartialEq, Eq)]
+struct OwnerKey {
+    tenant: Box<str>,
+    principal: Box<str>,
+}
+
+/// The same key, borrowed: what a lookup hashes (identically) without allocating.
+#[derive(Hash)]
+struct OwnerRef<'a> {
+    tenant: &'a str,
+    principal: &'a str,
+}
+
+impl Equivalent<OwnerKey> for OwnerRef<'_> {
+    fn equivalent(&self, k: &OwnerKey) -> bool {
+        *k.tenant == *self.tenant && *k.principal == *self.principal
+    }
+}
+
+impl OwnerRef<'_> {
+    fn owned(&self) -> OwnerKey {
+        OwnerKey {
+            tenant: self.tenant.into(),
+            principal: self.principal.into(),
+        }
+    }
 }
 
 /// What the cache knows of a token id.
@@ -47,66 +115,72 @@ pub(crate) enum Lookup {
 
 pub(super) struct ValidationCache {
     tokens: Cache<Key, Arc<Verified>>,
-    absent: Cache<Key, ()>,
-    /// Ids that failed a verification recently (someone holds a wrong secret for them).
-    suspects: Cache<Key, ()>,
-    principals: Cache<String, Option<Arc<Principal>>>,
+    /// Ids with no row, and when (ms) that was read.
+    absent: Cache<Key, u64>,
+    /// Ids that failed a verification recently (someone holds a wrong secret for them), and
+    /// when (ms).
+    suspects: Cache<Key, u64>,
+    /// Principals (or their absence), and when (ms) they were read.
+    principals: Cache<OwnerKey, (Option<Arc<Principal>>, u64)>,
     /// One shared copy of each tenant id.
     tenants: std::sync::Mutex<HashMap<String, Arc<str>>>,
     epoch: AtomicU64,
-    started: Instant,
-    /// Milliseconds since `started` of the last successful read of the change log.
+    ticker: Ticker,
+    /// `ticker` ms of the last successful read of the change log.
     fresh_at_ms: AtomicU64,
     stale_after_ms: u64,
-    ttl_secs: u64,
+    ttl_ms: u64,
+    negative_ttl_ms: u64,
 }
 
 impl std::fmt::Debug for ValidationCache {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ValidationCache")
-            .field("tokens", &self.tokens.entry_count())
-            .field("principals", &self.principals.entry_count())
+            .field("tokens", &self.tokens.len())
+            .field("principals", &self.principals.len())
             .finish_non_exhaustive()
     }
 }
 
+fn capacity(n: u64) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX).max(1)
+}
+
 impl ValidationCache {
-    pub(super) fn new(s: &CacheSettings) -> Self {
+    pub(super) fn new(s: &CacheSettings, ticker: Ticker) -> Self {
+        let fresh_at_ms = AtomicU64::new(ticker.ms());
         Self {
             // No time to live here: a stale entry is refreshed in place (see `Lookup::Stale`),
             // keeping the verified digest, so the safety net costs a row read, not Argon2.
-            tokens: Cache::builder().max_capacity(s.capacity).build(),
-            absent: Cache::builder()
-                .max_capacity(s.negative_capacity)
-                .time_to_live(s.negative_ttl)
-                .build(),
-            suspects: Cache::builder()
-                .max_capacity(s.negative_capacity)
-                .time_to_live(SUSPECT_FOR)
-                .build(),
-            principals: Cache::builder()
-                .max_capacity(s.capacity)
-                .time_to_live(s.ttl)
-                .build(),
+            tokens: Cache::new(capacity(s.capacity)),
+            absent: Cache::new(capacity(s.negative_capacity)),
+            suspects: Cache::new(capacity(s.negative_capacity)),
+            principals: Cache::new(capacity(s.capacity)),
             tenants: std::sync::Mutex::default(),
             epoch: AtomicU64::new(0),
-            started: Instant::now(),
-            fresh_at_ms: AtomicU64::new(0),
+            ticker,
+            // Counted from creation: a cache whose follower never reads the log stops being
+            // used `stale_after` after it was made.
+            fresh_at_ms,
             stale_after_ms: s.stale_after.as_millis() as u64,
-            ttl_secs: s.ttl.as_secs().max(1),
+            ttl_ms: (s.ttl.as_millis() as u64).max(1),
+            negative_ttl_ms: s.negative_ttl.as_millis() as u64,
         }
     }
 
+    /// Milliseconds on the cache's clock.
+    fn now_ms(&self) -> u64 {
+        self.ticker.ms()
+    }
+
     /// Whether the change log was read recently enough for entries to be used.
-    fn is_fresh(&self) -> bool {
-        let now = self.started.elapsed().as_millis() as u64;
+    fn is_fresh(&self, now: u64) -> bool {
         now.saturating_sub(self.fresh_at_ms.load(Ordering::Relaxed)) <= self.stale_after_ms
     }
 
     /// Records a successful read of the change log.
     pub(super) fn mark_fresh(&self) {
-        self.fresh_at_ms
-            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.fresh_at_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
     /// The epoch to pass back to the `remember_*` calls of a load that starts now.
@@ -115,18 +189,22 @@ impl ValidationCache {
     }
 
     pub(super) fn token(&self, id: &TokenId) -> Lookup {
-        if !self.is_fresh() {
+        let now = self.now_ms();
+        if !self.is_fresh(now) {
             return Lookup::Miss;
         }
         let k = key(id);
         if let Some(v) = self.tokens.get(&k) {
-            let age = (self.started.elapsed().as_secs() as u32).saturating_sub(v.loaded_at);
-            if u64::from(age) >= self.ttl_secs {
+            if now.saturating_sub(v.loaded_at) >= self.ttl_ms {
                 Lookup::Stale(v)
             } else {
                 Lookup::Hit(v)
             }
-        } else if self.absent.contains_key(&k) {
+        } else if self
+            .absent
+            .get(&k)
+            .is_some_and(|at| now.saturating_sub(at) < self.negative_ttl_ms)
+        {
             Lookup::Absent
         } else {
             Lookup::Miss
@@ -141,8 +219,7 @@ impl ValidationCache {
                 .or_insert_with(|| Arc::from(token.tenant.as_str()))
                 .clone()
         };
-        let loaded_at = self.started.elapsed().as_secs() as u32;
-        let v = Arc::new(Verified::new(token, tenant, secret, loaded_at));
+        let v = Arc::new(Verified::new(token, tenant, secret, self.now_ms()));
         if self.epoch() == epoch {
             self.tokens.insert(v.id, v.clone());
         }
@@ -151,25 +228,36 @@ impl ValidationCache {
 
     /// Marks `id` as one a wrong secret was presented for.
     pub(super) fn suspect(&self, id: Key) {
-        self.suspects.insert(id, ());
+        self.suspects.insert(id, self.now_ms());
     }
 
     pub(super) fn is_suspect(&self, id: &Key) -> bool {
-        self.suspects.contains_key(id)
+        let now = self.now_ms();
+        self.suspects
+            .get(id)
+            .is_some_and(|at| now.saturating_sub(at) < SUSPECT_FOR.as_millis() as u64)
     }
 
     pub(super) fn remember_absent(&self, epoch: u64, id: &TokenId) {
         if self.epoch() == epoch {
-            self.absent.insert(key(id), ());
+            self.absent.insert(key(id), self.now_ms());
         }
     }
 
     /// `Some(None)`: known to have no such principal.
     pub(super) fn principal(&self, tenant: &TenantId, id: &str) -> Option<Option<Arc<Principal>>> {
-        if !self.is_fresh() {
+        let now = self.now_ms();
+        if !self.is_fresh(now) {
             return None;
         }
-        self.principals.get(&owner_key(tenant, id))
+        let k = OwnerRef {
+            tenant: tenant.as_str(),
+            principal: id,
+        };
+        self.principals
+            .get(&k)
+            .filter(|(_, at)| now.saturating_sub(*at) < self.ttl_ms)
+            .map(|(p, _)| p)
     }
 
     pub(super) fn remember_principal(
@@ -181,8 +269,12 @@ impl ValidationCache {
     ) -> Option<Arc<Principal>> {
         let p = p.map(Arc::new);
         if self.epoch() == epoch {
+            let k = OwnerRef {
+                tenant: tenant.as_str(),
+                principal: id.as_str(),
+            };
             self.principals
-                .insert(owner_key(tenant, id.as_str()), p.clone());
+                .insert(k.owned(), (p.clone(), self.now_ms()));
         }
         p
     }
@@ -193,12 +285,14 @@ impl ValidationCache {
         match what {
             Changed::Token(id) => {
                 let k = key(id);
-                self.tokens.invalidate(&k);
-                self.absent.invalidate(&k);
+                self.tokens.remove(&k);
+                self.absent.remove(&k);
             }
             Changed::Principal(tenant, principal) => {
-                self.principals
-                    .invalidate(&*owner_key(tenant, principal.as_str()));
+                self.principals.remove(&OwnerRef {
+                    tenant: tenant.as_str(),
+                    principal: principal.as_str(),
+                });
             }
         }
     }
@@ -206,17 +300,82 @@ impl ValidationCache {
     /// Entries now: verified tokens, absent ids, principals.
     pub(super) fn entries(&self) -> (u64, u64, u64) {
         (
-            self.tokens.entry_count(),
-            self.absent.entry_count(),
-            self.principals.entry_count(),
+            self.tokens.len() as u64,
+            self.absent.len() as u64,
+            self.principals.len() as u64,
         )
     }
 
     /// Forgets everything (used when the change log could not be followed).
     pub(super) fn clear(&self) {
         self.epoch.fetch_add(1, Ordering::AcqRel);
-        self.tokens.invalidate_all();
-        self.absent.invalidate_all();
-        self.principals.invalidate_all();
+        self.tokens.clear();
+        self.absent.clear();
+        self.principals.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> CacheSettings {
+        CacheSettings {
+            capacity: 100,
+            ttl: Duration::from_secs(60),
+            negative_capacity: 100,
+            negative_ttl: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(100),
+            stale_after: Duration::from_secs(1),
+        }
+    }
+
+    fn id(c: char) -> TokenId {
+        TokenId::parse(&c.to_string().repeat(22)).unwrap()
+    }
+
+    /// Lifetimes on the injected clock: no sleeping, and exact edges.
+    #[test]
+    fn absent_ids_suspects_and_trust_expire_on_the_cache_clock() {
+        let ticker = Ticker::manual();
+        let c = ValidationCache::new(&settings(), ticker.clone());
+        let (a, b) = (id('a'), id('b'));
+        c.remember_absent(c.epoch(), &a);
+        c.suspect(key(&b));
+        assert!(matches!(c.token(&a), Lookup::Absent));
+        assert!(c.is_suspect(&key(&b)));
+        // The trust window: without a read of the change log for over `stale_after`, nothing
+        // cached is used.
+        ticker.advance(Duration::from_millis(1001));
+        assert!(matches!(c.token(&a), Lookup::Miss), "not trusted any more");
+        c.mark_fresh();
+        assert!(matches!(c.token(&a), Lookup::Absent), "trusted again");
+        ticker.advance(Duration::from_secs(4));
+        c.mark_fresh();
+        assert!(matches!(c.token(&a), Lookup::Miss), "absent for 5 s only");
+        assert!(c.is_suspect(&key(&b)));
+        ticker.advance(SUSPECT_FOR);
+        assert!(!c.is_suspect(&key(&b)), "suspect for 10 minutes");
+    }
+
+    /// An invalidation during a load keeps the load's result out; principals are found by a
+    /// borrowed key and forgotten by it.
+    #[test]
+    fn an_invalidation_races_a_load_out_and_principal_keys_match_borrowed() {
+        let c = ValidationCache::new(&settings(), Ticker::manual());
+        let tenant = TenantId::parse("contoso").unwrap();
+        let alice = PrincipalId::parse("alice").unwrap();
+        let before = c.epoch();
+        c.invalidate(&Changed::Principal(tenant.clone(), alice.clone()));
+        c.remember_principal(before, &tenant, &alice, None);
+        assert!(c.principal(&tenant, "alice").is_none(), "raced: not cached");
+        c.remember_principal(c.epoch(), &tenant, &alice, None);
+        assert!(matches!(c.principal(&tenant, "alice"), Some(None)));
+        assert!(
+            c.principal(&TenantId::parse("fabrikam").unwrap(), "alice")
+                .is_none()
+        );
+        c.invalidate(&Changed::Principal(tenant.clone(), alice));
+        assert!(c.principal(&tenant, "alice").is_none());
     }
 }

@@ -47,8 +47,8 @@ pub(crate) struct Verified {
     /// The networks it is bound to, if any (most tokens are bound to none).
     allowed: Option<Box<Networks>>,
     digest: [u8; 32],
-    /// Seconds since the cache started when the row was read.
-    pub(super) loaded_at: u32,
+    /// When the row was read, on the cache's clock (ms).
+    pub(super) loaded_at: u64,
 }
 
 fn at(m: i64) -> DateTime<Utc> {
@@ -60,7 +60,7 @@ fn id_of(k: &Key) -> TokenId {
 }
 
 impl Verified {
-    pub(super) fn new(token: &Token, tenant: Arc<str>, secret: &[u8], loaded_at: u32) -> Self {
+    pub(super) fn new(token: &Token, tenant: Arc<str>, secret: &[u8], loaded_at: u64) -> Self {
         let (name, subject) = (token.name.as_str(), token.subject.as_str());
         Self {
             id: key(&token.id),

@@ -82,7 +82,7 @@ impl Validator {
         Self {
             store,
             hasher,
-            cache: Arc::new(ValidationCache::new(settings)),
+            cache: Arc::new(ValidationCache::new(settings, cache::Ticker::real())),
             inflight: Arc::default(),
             pacer: Arc::default(),
             poll_interval: settings.poll_interval,
@@ -332,17 +332,55 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
-    fn sqlite() -> (tempfile::TempDir, String) {
-        let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("j.db").display());
-        (dir, url)
+    /// The database of one test, on either engine, kept (and then dropped) with the test: a
+    /// temporary SQLite file, or a PostgreSQL database of its own (`JETON_TEST_POSTGRES_URL`,
+    /// by default the machine's server on 127.0.0.1:5432).
+    enum TestDb {
+        Sqlite {
+            _dir: tempfile::TempDir,
+            url: String,
+        },
+        Postgres(jeton_testkit::postgres::PgDatabase),
+    }
+
+    impl TestDb {
+        fn sqlite() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let url = format!("sqlite://{}", dir.path().join("j.db").display());
+            TestDb::Sqlite { _dir: dir, url }
+        }
+
+        async fn postgres() -> Self {
+            TestDb::Postgres(
+                jeton_testkit::postgres::PgDatabase::create("jeton_unit")
+                    .await
+                    .expect("PostgreSQL reachable"),
+            )
+        }
+
+        fn url(&self) -> &str {
+            match self {
+                TestDb::Sqlite { url, .. } => url,
+                TestDb::Postgres(db) => db.url(),
+            }
+        }
     }
 
     /// A miss for an id is remembered, but a token created with that id just afterwards —
     /// on another replica — is found within the change-log deadline.
     #[tokio::test]
     async fn the_negative_cache_does_not_hide_a_token_created_after_a_miss() {
-        let (_dir, url) = sqlite();
+        the_negative_cache_does_not_hide_a_token_created_after_a_miss_on(TestDb::sqlite()).await;
+    }
+
+    #[tokio::test]
+    async fn the_negative_cache_does_not_hide_a_token_created_after_a_miss_on_postgres() {
+        the_negative_cache_does_not_hide_a_token_created_after_a_miss_on(TestDb::postgres().await)
+            .await;
+    }
+
+    async fn the_negative_cache_does_not_hide_a_token_created_after_a_miss_on(db: TestDb) {
+        let url = db.url().to_owned();
         bootstrap(&url).await;
         let (b, _follower) = replica(&url, settings()).await;
         settle().await;
@@ -375,7 +413,19 @@ mod tests {
     /// id that does makes it suspect.
     #[tokio::test]
     async fn unknown_ids_cost_no_argon2_and_wrong_secrets_make_an_id_suspect() {
-        let (_dir, url) = sqlite();
+        unknown_ids_cost_no_argon2_and_wrong_secrets_make_an_id_suspect_on(TestDb::sqlite()).await;
+    }
+
+    #[tokio::test]
+    async fn unknown_ids_cost_no_argon2_and_wrong_secrets_make_an_id_suspect_on_postgres() {
+        unknown_ids_cost_no_argon2_and_wrong_secrets_make_an_id_suspect_on(
+            TestDb::postgres().await,
+        )
+        .await;
+    }
+
+    async fn unknown_ids_cost_no_argon2_and_wrong_secrets_make_an_id_suspect_on(db: TestDb) {
+        let url = db.url().to_owned();
         let real = bootstrap(&url).await;
         let (v, _follower) = replica(&url, settings()).await;
         settle().await;
@@ -411,7 +461,16 @@ mod tests {
     /// Concurrent first validations of one token share one Argon2 verification.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_first_validations_share_one_verification() {
-        let (_dir, url) = sqlite();
+        concurrent_first_validations_share_one_verification_on(TestDb::sqlite()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_first_validations_share_one_verification_on_postgres() {
+        concurrent_first_validations_share_one_verification_on(TestDb::postgres().await).await;
+    }
+
+    async fn concurrent_first_validations_share_one_verification_on(db: TestDb) {
+        let url = db.url().to_owned();
         let string = bootstrap(&url).await;
         let (v, _follower) = replica(&url, settings()).await;
         settle().await;
@@ -430,7 +489,16 @@ mod tests {
     /// The cache's time to live re-reads the row but does not pay Argon2 again.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_stale_entry_is_refreshed_without_argon2() {
-        let (_dir, url) = sqlite();
+        a_stale_entry_is_refreshed_without_argon2_on(TestDb::sqlite()).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_entry_is_refreshed_without_argon2_on_postgres() {
+        a_stale_entry_is_refreshed_without_argon2_on(TestDb::postgres().await).await;
+    }
+
+    async fn a_stale_entry_is_refreshed_without_argon2_on(db: TestDb) {
+        let url = db.url().to_owned();
         let string = bootstrap(&url).await;
         let short = CacheSettings {
             ttl: Duration::from_secs(1),

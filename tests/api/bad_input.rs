@@ -136,7 +136,25 @@ async fn generate_refuses_bad_fields() {
 
 #[tokio::test]
 async fn list_refuses_bad_fields_and_coerces_huge_pages() {
+    use jeton::domain::Clock;
     let app = TestApp::spawn().await;
+    // More tokens than the largest page, so that every page size below is observable: with
+    // the bootstrap token alone, any page size would answer one token.
+    let seeded = jeton_testkit::seed::seed_tokens(
+        &app.db_url,
+        &jeton_testkit::seed::Seed {
+            tenant: TENANT,
+            owner: ADMIN,
+            count: 1_020,
+            hashed: false,
+            expiring_every: 0,
+            expires_in: chrono::TimeDelta::zero(),
+            now: app.clock.now() - chrono::TimeDelta::seconds(1),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(seeded.len(), 1_020);
     let mut admin = app.tokens(&app.admin).await;
     let list = |req: proto::ListRequest| {
         let mut admin = admin.clone();
@@ -157,19 +175,32 @@ async fn list_refuses_bad_fields_and_coerces_huge_pages() {
     })
     .await
     .unwrap();
-    assert_eq!(
-        zero.into_inner().tokens.len(),
-        1,
-        "0 means the default page size"
-    );
+    let zero = zero.into_inner();
+    assert_eq!(zero.tokens.len(), 50, "0 means the default page size, 50");
+    assert!(!zero.next_page_token.is_empty(), "and more pages follow");
     // AIP-158: above the maximum is coerced to the maximum (1000).
     let huge = list(proto::ListRequest {
         page_size: 1_000_000,
         ..Default::default()
     })
     .await
-    .unwrap();
-    assert_eq!(huge.into_inner().tokens.len(), 1);
+    .unwrap()
+    .into_inner();
+    assert_eq!(huge.tokens.len(), 1000);
+    assert!(
+        !huge.next_page_token.is_empty(),
+        "1021 tokens: a page follows"
+    );
+    let rest = list(proto::ListRequest {
+        page_size: i32::MAX,
+        page_token: huge.next_page_token,
+        ..Default::default()
+    })
+    .await
+    .unwrap()
+    .into_inner();
+    assert_eq!(rest.tokens.len(), 21, "the bootstrap token and 1020 seeded");
+    assert!(rest.next_page_token.is_empty());
     for garbage in [
         "garbage",
         "!!!!",

@@ -100,7 +100,11 @@ async fn principal_header_is_ignored_without_a_client_certificate() {
         .await
         .unwrap()
         .into_inner();
+    // Rita holds exactly one token (from `app.user`), and it is all she sees: an empty
+    // listing would pass the `all` below whoever the caller was taken for.
+    assert_eq!(mine.tokens.len(), 1, "{mine:?}");
     assert!(mine.tokens.iter().all(|t| t.subject == "rita@contoso.com"));
+    assert_eq!(mine.tokens[0].name, "first");
 
     // Same on a plaintext server, where no client can present a certificate.
     let plain = TestApp::spawn_with(Transport::Plain, |_| {}).await;

@@ -138,7 +138,12 @@ async fn generate(app: &TestApp, bearer: &str, name: &str) -> proto::GenerateRes
 }
 
 /// Audit events of `tenant` (through its admin `bearer`) with `action` on `target`.
-async fn events(app: &TestApp, bearer: &str, target: &str, action: AuditAction) -> Vec<proto::AuditEvent> {
+async fn events(
+    app: &TestApp,
+    bearer: &str,
+    target: &str,
+    action: AuditAction,
+) -> Vec<proto::AuditEvent> {
     app.directory(bearer)
         .await
         .list_audit_events(proto::ListAuditEventsRequest {
@@ -218,23 +223,39 @@ async fn a_signed_report_revokes_live_tokens_everywhere_and_labels_each_string()
     assert_eq!(reason(&valid_on(&a, &leaked.secret).await), Reason::Revoked);
     loop {
         let v = valid_on(&b, &leaked.secret).await;
-        if reason(&v) == Reason::Revoked && reason(&valid_on(&b, &foreign.secret).await) == Reason::Revoked {
+        if reason(&v) == Reason::Revoked
+            && reason(&valid_on(&b, &foreign.secret).await) == Reason::Revoked
+        {
             break;
         }
-        assert!(start.elapsed() < Duration::from_secs(1), "replica B still trusts a leaked token");
+        assert!(
+            start.elapsed() < Duration::from_secs(1),
+            "replica B still trusts a leaked token"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(valid_on(&b, &other.secret).await.valid, "a forged secret revokes nothing");
+    assert!(
+        valid_on(&b, &other.secret).await.valid,
+        "a forged secret revokes nothing"
+    );
 
     // Audited in the owner's tenant, with the report's url and source, never the token.
     let ours = events(&a, &a.admin, &leaked_id, AuditAction::TokenLeaked).await;
     assert_eq!(ours.len(), 1);
     assert_eq!(ours[0].actor, "jeton");
-    assert!(ours[0].detail.contains("https://github.com/octo/leaky/blob/main/.env"));
+    assert!(
+        ours[0]
+            .detail
+            .contains("https://github.com/octo/leaky/blob/main/.env")
+    );
     assert!(ours[0].detail.contains("content"));
     assert!(!ours[0].detail.contains(&leaked.secret[4..]));
     let theirs = events(&a, &fabrikam_admin, &foreign_id, AuditAction::TokenLeaked).await;
-    assert_eq!(theirs.len(), 1, "the foreign token's event is in its own tenant");
+    assert_eq!(
+        theirs.len(),
+        1,
+        "the foreign token's event is in its own tenant"
+    );
     assert!(
         events(&a, &a.admin, &foreign_id, AuditAction::TokenLeaked)
             .await
@@ -247,7 +268,9 @@ async fn a_signed_report_revokes_live_tokens_everywhere_and_labels_each_string()
     assert_eq!(again.status, 200);
     assert!(labels(&again).values().all(|l| l == "false_positive"));
     assert_eq!(
-        events(&a, &a.admin, &leaked_id, AuditAction::TokenLeaked).await.len(),
+        events(&a, &a.admin, &leaked_id, AuditAction::TokenLeaked)
+            .await
+            .len(),
         1
     );
 }
@@ -261,11 +284,36 @@ async fn a_report_that_does_not_verify_is_401_and_revokes_nothing() {
     let body = report_body(&[&t.secret]);
     let tampered = body.replace("content", "commit");
     let cases = [
-        ("tampered body", scanner.id.clone(), scanner.sign(&body), tampered.clone()),
-        ("unknown key id", "key-1999".to_owned(), scanner.sign(&body), body.clone()),
-        ("another key's signature", scanner.id.clone(), impostor.sign(&body), body.clone()),
-        ("garbage signature", scanner.id.clone(), "bm90IGEgc2lnbmF0dXJl".to_owned(), body.clone()),
-        ("no signature", scanner.id.clone(), String::new(), body.clone()),
+        (
+            "tampered body",
+            scanner.id.clone(),
+            scanner.sign(&body),
+            tampered.clone(),
+        ),
+        (
+            "unknown key id",
+            "key-1999".to_owned(),
+            scanner.sign(&body),
+            body.clone(),
+        ),
+        (
+            "another key's signature",
+            scanner.id.clone(),
+            impostor.sign(&body),
+            body.clone(),
+        ),
+        (
+            "garbage signature",
+            scanner.id.clone(),
+            "bm90IGEgc2lnbmF0dXJl".to_owned(),
+            body.clone(),
+        ),
+        (
+            "no signature",
+            scanner.id.clone(),
+            String::new(),
+            body.clone(),
+        ),
     ];
     for (what, id, sig, body) in cases {
         let answer = post_report(&app, &id, &sig, &body).await;
@@ -327,11 +375,21 @@ async fn whoever_holds_a_token_may_revoke_it_and_learns_nothing_else() {
         .into_inner();
     assert_eq!(answer, proto::RevokeLeakedResponse {});
     assert_eq!(reason(&valid_on(&app, &live.secret).await), Reason::Revoked);
-    assert_eq!(reason(&valid_on(&app, &foreign.secret).await), Reason::Revoked);
-    assert!(valid_on(&app, &kept.secret).await.valid, "a forged secret revokes nothing");
+    assert_eq!(
+        reason(&valid_on(&app, &foreign.secret).await),
+        Reason::Revoked
+    );
+    assert!(
+        valid_on(&app, &kept.secret).await.valid,
+        "a forged secret revokes nothing"
+    );
     let e = events(&app, &app.admin, &live_id, AuditAction::TokenLeaked).await;
     assert_eq!(e.len(), 1);
-    assert!(e[0].detail.starts_with("RevokeLeaked from 127.0.0.1"), "{}", e[0].detail);
+    assert!(
+        e[0].detail.starts_with("RevokeLeaked from 127.0.0.1"),
+        "{}",
+        e[0].detail
+    );
     let dead_id = dead.token.unwrap().id;
     assert!(
         events(&app, &app.admin, &dead_id, AuditAction::TokenLeaked)
@@ -394,7 +452,12 @@ fn bound_req(name: &str, ns: Namespace, cidrs: &[&str]) -> proto::GenerateReques
     }
 }
 
-async fn validate_from(app: &TestApp, token: &str, ns: Namespace, client: &str) -> proto::ValidateResponse {
+async fn validate_from(
+    app: &TestApp,
+    token: &str,
+    ns: Namespace,
+    client: &str,
+) -> proto::ValidateResponse {
     proto::token_service_client::TokenServiceClient::new(app.channel().await)
         .validate(proto::ValidateRequest {
             token: token.to_owned(),
@@ -454,7 +517,11 @@ async fn envoy_from(app: &TestApp, token: &str, client: Option<&str>) -> u16 {
 
 /// Forward-auth for `token` in log_collector, from this test (127.0.0.1 or ::1) to `addr`,
 /// with these `X-Forwarded-For` values.
-async fn forward_auth_from(addr: std::net::SocketAddr, token: &str, forwarded: &[&str]) -> HttpAnswer {
+async fn forward_auth_from(
+    addr: std::net::SocketAddr,
+    token: &str,
+    forwarded: &[&str],
+) -> HttpAnswer {
     let bearer = format!("Bearer {token}");
     let mut headers = vec![("authorization", bearer.as_str())];
     for f in forwarded {
@@ -490,13 +557,24 @@ async fn a_bound_token_validates_only_from_its_networks_through_validate_and_env
     );
     let ns = Namespace::LogCollector;
     for inside in ["203.0.113.9", "2001:db8:7::1", "::ffff:203.0.113.10"] {
-        assert!(validate_from(&app, &t.secret, ns, inside).await.valid, "{inside}");
-        assert_eq!(envoy_from(&app, &t.secret, Some(inside)).await, 200, "{inside}");
+        assert!(
+            validate_from(&app, &t.secret, ns, inside).await.valid,
+            "{inside}"
+        );
+        assert_eq!(
+            envoy_from(&app, &t.secret, Some(inside)).await,
+            200,
+            "{inside}"
+        );
     }
     for outside in ["198.51.100.1", "2001:db8:8::1"] {
         let v = validate_from(&app, &t.secret, ns, outside).await;
         assert_eq!(reason(&v), Reason::AddressNotAllowed, "{outside}");
-        assert_eq!(envoy_from(&app, &t.secret, Some(outside)).await, 403, "{outside}");
+        assert_eq!(
+            envoy_from(&app, &t.secret, Some(outside)).await,
+            403,
+            "{outside}"
+        );
     }
     // No address to check: fails closed.
     assert_eq!(
@@ -548,16 +626,32 @@ async fn forward_auth_believes_x_forwarded_for_only_from_trusted_proxies() {
         .into_inner();
     let addr = trusting.http.unwrap();
     // From a trusted proxy: the client it names.
-    assert_eq!(forward_auth_from(addr, &t.secret, &["203.0.113.5"]).await.status, 200);
-    assert_eq!(forward_auth_from(addr, &t.secret, &["2001:db8::5"]).await.status, 200);
+    assert_eq!(
+        forward_auth_from(addr, &t.secret, &["203.0.113.5"])
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        forward_auth_from(addr, &t.secret, &["2001:db8::5"])
+            .await
+            .status,
+        200
+    );
     // The rightmost address that is not a trusted proxy: a client cannot prepend its way in.
     assert_eq!(
-        forward_auth_from(addr, &t.secret, &["203.0.113.5, 198.51.100.7"]).await.status,
+        forward_auth_from(addr, &t.secret, &["203.0.113.5, 198.51.100.7"])
+            .await
+            .status,
         403
     );
     let denied = forward_auth_from(addr, &t.secret, &["198.51.100.7"]).await;
     assert_eq!(denied.status, 403);
-    assert!(denied.body.contains("address_not_allowed"), "{}", denied.body);
+    assert!(
+        denied.body.contains("address_not_allowed"),
+        "{}",
+        denied.body
+    );
     assert!(!denied.body.contains(&t.secret));
 
     // The same header from a peer that is not a trusted proxy is ignored: the peer
@@ -569,7 +663,10 @@ async fn forward_auth_believes_x_forwarded_for_only_from_trusted_proxies() {
         })
         .await;
     let spoofed = forward_auth_from(untrusting.http.unwrap(), &t.secret, &["203.0.113.5"]).await;
-    assert_eq!(spoofed.status, 403, "a spoofed X-Forwarded-For gets nowhere");
+    assert_eq!(
+        spoofed.status, 403,
+        "a spoofed X-Forwarded-For gets nowhere"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -645,7 +742,10 @@ async fn networks_are_listed_kept_on_rotation_and_required_by_policy() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(listed.tokens[0].allowed_cidrs, ["10.1.0.0/16", "2001:db8::1/128"]);
+    assert_eq!(
+        listed.tokens[0].allowed_cidrs,
+        ["10.1.0.0/16", "2001:db8::1/128"]
+    );
     // Rotation keeps them, and refuses to change them.
     let id = t.token.unwrap().id;
     let rotated = admin
@@ -734,9 +834,18 @@ async fn two_replicas_retire_each_unused_token_once() {
     let mut dir = a.directory(&a.admin).await;
     // Refusals first: under a day, or not whole seconds.
     for bad in [
-        prost_types::Duration { seconds: 3600, nanos: 0 },
-        prost_types::Duration { seconds: 86_400, nanos: 5 },
-        prost_types::Duration { seconds: -86_400, nanos: 0 },
+        prost_types::Duration {
+            seconds: 3600,
+            nanos: 0,
+        },
+        prost_types::Duration {
+            seconds: 86_400,
+            nanos: 5,
+        },
+        prost_types::Duration {
+            seconds: -86_400,
+            nanos: 0,
+        },
     ] {
         assert_code(
             dir.update_tenant(proto::UpdateTenantRequest {
@@ -826,13 +935,20 @@ async fn two_replicas_retire_each_unused_token_once() {
     // Let both replicas sweep a few more rounds: nothing is revoked twice.
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(valid_on(&a, &used.secret).await.valid, "used 13 hours ago");
-    assert!(valid_on(&a, &used_late.secret).await.valid, "used 2 hours ago, on B");
+    assert!(
+        valid_on(&a, &used_late.secret).await.valid,
+        "used 2 hours ago, on B"
+    );
     assert!(valid_on(&a, &a.admin).await.valid);
     for t in &never_used {
         let id = &t.token.as_ref().unwrap().id;
         let e = events(&a, &a.admin, id, AuditAction::TokenRevoked).await;
         assert_eq!(e.len(), 1, "one revocation event for {id}: {e:?}");
         assert_eq!(e[0].actor, "jeton");
-        assert!(e[0].detail.contains("revoke_unused_after=86400s"), "{}", e[0].detail);
+        assert!(
+            e[0].detail.contains("revoke_unused_after=86400s"),
+            "{}",
+            e[0].detail
+        );
     }
 }

@@ -18,4 +18,5 @@ mod operators;
 mod proxies;
 mod roles;
 mod scaleout;
+mod storage;
 mod tokens;

@@ -107,14 +107,100 @@ fn bootstrap_refuses_an_existing_tenant_and_bad_ids() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--tenant"));
 }
 
-#[test]
-fn migrate_creates_the_schema_and_is_idempotent() {
+/// The schema of the SQLite database at `db`: every table, index and trigger with its SQL,
+/// and the rows of the migration table (version and time applied).
+async fn sqlite_schema(db: &str) -> (Vec<String>, Vec<String>) {
+    use crate::storage::texts;
+    let objects = texts(
+        db,
+        "SELECT type || ' ' || name || ' ON ' || tbl_name || ': ' || COALESCE(sql, '') \
+         FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name",
+    )
+    .await;
+    let migrations = texts(
+        db,
+        "SELECT version || ' @ ' || applied_at FROM seaql_migrations ORDER BY version",
+    )
+    .await;
+    (objects, migrations)
+}
+
+/// The migrations jeton ships: the file names under src/store/migration/.
+fn shipped_migrations() -> Vec<String> {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/src/store/migration");
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| {
+            n.ends_with(".rs")
+                && n.starts_with('m')
+                && n[1..].starts_with(|c: char| c.is_ascii_digit())
+        })
+        .map(|n| n.trim_end_matches(".rs").to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[tokio::test]
+async fn migrate_creates_the_schema_and_is_idempotent() {
     let dir = tempfile::tempdir().unwrap();
     let db = format!("sqlite://{}", dir.path().join("fresh.db").display());
-    for _ in 0..2 {
-        jeton_ok(&["migrate", "--database-url", &db]);
-    }
+    jeton_ok(&["migrate", "--database-url", &db]);
     assert!(dir.path().join("fresh.db").exists());
+    let (objects, migrations) = sqlite_schema(&db).await;
+
+    // Every table jeton reads and writes, and the indexes its queries rely on.
+    let has = |kind: &str, name: &str| {
+        objects
+            .iter()
+            .any(|o| o.starts_with(&format!("{kind} {name} ON ")))
+    };
+    for table in [
+        "tenants",
+        "principals",
+        "tokens",
+        "changes",
+        "audit_events",
+        "seaql_migrations",
+    ] {
+        assert!(has("table", table), "table {table} in {objects:#?}");
+    }
+    for index in [
+        "live_tokens_by_tenant_namespace",
+        "live_tokens_by_tenant_namespace_subject",
+        "changes_by_time",
+        "principals_by_activation_end",
+        "audit_by_tenant",
+        "audit_by_tenant_target",
+    ] {
+        assert!(has("index", index), "index {index} in {objects:#?}");
+    }
+    // Replaced by the partial indexes of migration 4.
+    for old in [
+        "tokens_by_tenant_namespace",
+        "tokens_by_tenant_namespace_subject",
+    ] {
+        assert!(!has("index", old), "{old} in {objects:#?}");
+    }
+    let tokens = objects
+        .iter()
+        .find(|o| o.starts_with("table tokens ON "))
+        .unwrap();
+    for column in ["secret_hash", "revoked_at", "last_used_at", "replaces_id"] {
+        assert!(tokens.contains(column), "tokens.{column}: {tokens}");
+    }
+    // One row per migration shipped, all applied.
+    let applied: Vec<&str> = migrations
+        .iter()
+        .map(|m| m.split(" @ ").next().unwrap())
+        .collect();
+    assert_eq!(applied, shipped_migrations(), "{migrations:?}");
+    assert!(applied.len() >= 4);
+
+    // A second run changes nothing: same objects, same migration rows (not re-applied).
+    jeton_ok(&["migrate", "--database-url", &db]);
+    assert_eq!(sqlite_schema(&db).await, (objects, migrations));
 }
 
 #[test]
@@ -169,6 +255,97 @@ fn serve_reads_a_toml_config_file() {
     assert!(status.success(), "{log}");
     assert!(log.contains("from-file.db"), "{log}");
     assert!(dir.path().join("from-file.db").exists());
+}
+
+/// Precedence of settings, as src/config/mod.rs implements it and the README's
+/// Configuration section states it: flag > environment > file > default. Observed through
+/// the real binary: which database file `jeton serve` opens (and logs), and whether it logs
+/// JSON (`log_format`, whose default with a piped stderr is JSON).
+#[test]
+fn the_environment_overrides_the_file_and_a_flag_overrides_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = |name: &str| format!("sqlite://{}", dir.path().join(name).display());
+    let config = dir.path().join("jeton.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "database_url = \"{}\"\nlisten = \"127.0.0.1:0\"\nlog_format = \"pretty\"\n",
+            url("from-file.db")
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap().to_owned();
+    // `jeton serve` with `args` and `env` (and no other JETON_* variable); its log, and
+    // whether the "jeton listening" line was JSON.
+    let serve = |args: &[&str], env: &[(&str, String)]| -> (String, bool) {
+        let mut cmd = Command::new(JETON);
+        cmd.arg("serve").args(args);
+        for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("JETON_")) {
+            cmd.env_remove(k);
+        }
+        cmd.env("JETON_LOG", "info")
+            .envs(env.iter().map(|(k, v)| (k, v)))
+            .stderr(std::process::Stdio::piped());
+        let served = Served::adopt(cmd.spawn().unwrap());
+        let (status, log) = served.terminate();
+        assert!(status.success(), "{args:?} {env:?}: {log}");
+        let listening = log
+            .lines()
+            .find(|l| l.contains("jeton listening"))
+            .unwrap_or_else(|| panic!("{log}"))
+            .to_owned();
+        (log, listening.trim_start().starts_with('{'))
+    };
+    let opened = |name: &str| dir.path().join(name).exists();
+
+    // The file alone: its values over the defaults.
+    let (log, json) = serve(&["--config", &config], &[]);
+    assert!(
+        log.contains("from-file.db") && opened("from-file.db"),
+        "{log}"
+    );
+    assert!(!json, "log_format from the file: {log}");
+
+    // The file named by JETON_CONFIG instead of --config: the same.
+    let (log, json) = serve(&[], &[("JETON_CONFIG", config.clone())]);
+    assert!(log.contains("from-file.db"), "{log}");
+    assert!(!json, "{log}");
+
+    // The environment over the file.
+    let env = [
+        ("JETON_DATABASE_URL", url("from-env.db")),
+        ("JETON_LOG_FORMAT", "json".to_owned()),
+    ];
+    let (log, json) = serve(&["--config", &config], &env);
+    assert!(
+        log.contains("from-env.db") && opened("from-env.db"),
+        "{log}"
+    );
+    assert!(!log.contains("from-file.db"), "{log}");
+    assert!(json, "JETON_LOG_FORMAT over the file: {log}");
+
+    // A flag over the environment (and the file).
+    let flag_url = url("from-flag.db");
+    let (log, json) = serve(
+        &[
+            "--config",
+            &config,
+            "--database-url",
+            &flag_url,
+            "--log-format",
+            "pretty",
+        ],
+        &env,
+    );
+    assert!(
+        log.contains("from-flag.db") && opened("from-flag.db"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("from-env.db") && !log.contains("from-file.db"),
+        "{log}"
+    );
+    assert!(!json, "--log-format over JETON_LOG_FORMAT: {log}");
 }
 
 /// One setting as `jeton <command> --help` shows it.

@@ -601,6 +601,8 @@ async fn tenants_are_sealed() {
         )
         .await
         .unwrap();
+    // Fabrikam's bootstrap token only: an empty listing would pass the `all` below.
+    assert_eq!(seen.len(), 1, "{seen:?}");
     assert!(seen.iter().all(|t| t.tenant == "fabrikam"));
     assert!(!ids(&seen).contains(&contoso_id));
     let by_owner = app
@@ -868,4 +870,191 @@ async fn last_use_is_written_behind_and_flushed_at_shutdown() {
         row.last_use_time,
         Some(app.clock_ts_after(TimeDelta::seconds(-30)))
     );
+}
+
+/// Rule 4: a token is used when it authenticates a call to jeton, not only when `Validate`
+/// says it is good — even when the call is then refused. Neither token below is ever
+/// validated; each is only the bearer of one DirectoryService call.
+#[tokio::test]
+async fn a_bearer_call_to_jeton_counts_as_a_use_of_the_callers_token() {
+    let app = TestApp::spawn().await;
+    let admin = app.tokens(&app.admin).await;
+    let mint = |name: &'static str, scopes: &'static [&'static str]| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .generate(generate_req(name, scopes))
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let caller = mint("caller", &[]).await;
+    let refused = mint("refused", &["read"]).await;
+    let bystander = mint("bystander", &[]).await;
+    let listed = |name: &str, tokens: &[proto::Token]| {
+        tokens
+            .iter()
+            .find(|t| t.name == name)
+            .unwrap_or_else(|| panic!("{name} listed"))
+            .clone()
+    };
+    let all = app
+        .list(&app.admin, proto::ListRequest::default())
+        .await
+        .unwrap();
+    for name in ["caller", "refused", "bystander"] {
+        let t = listed(name, &all);
+        assert_eq!(
+            (TokenStatus::try_from(t.status).unwrap(), t.last_use_time),
+            (TokenStatus::Generated, None),
+            "{name} before any call"
+        );
+    }
+
+    app.clock.advance(TimeDelta::hours(1));
+    let used_at = app.clock_now_ts();
+    // An admin's token lists principals: allowed.
+    let principals = app
+        .directory(&caller.secret)
+        .await
+        .list_principals(proto::ListPrincipalsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .principals;
+    assert!(!principals.is_empty());
+    // A read-only token is not an admin: authenticated, then refused.
+    assert_code(
+        app.directory(&refused.secret)
+            .await
+            .list_principals(proto::ListPrincipalsRequest::default())
+            .await,
+        Code::PermissionDenied,
+        "",
+    );
+
+    app.clock.advance(TimeDelta::minutes(5));
+    // The admin's List writes this replica's pending uses first (docs/contract.md).
+    let all = app
+        .list(&app.admin, proto::ListRequest::default())
+        .await
+        .unwrap();
+    for name in ["caller", "refused"] {
+        let t = listed(name, &all);
+        assert_eq!(
+            (TokenStatus::try_from(t.status).unwrap(), t.last_use_time),
+            (TokenStatus::Active, Some(used_at)),
+            "{name} after one bearer call"
+        );
+    }
+    let b = listed("bystander", &all);
+    assert_eq!(
+        (TokenStatus::try_from(b.status).unwrap(), b.last_use_time),
+        (TokenStatus::Generated, None),
+        "a token that made no call is still unused"
+    );
+    let active = app
+        .list(
+            &app.admin,
+            list_req(Namespace::Api, TokenStatus::Active, ""),
+        )
+        .await
+        .unwrap();
+    for t in [&caller, &refused] {
+        assert!(ids(&active).contains(&t.token.as_ref().unwrap().id));
+    }
+    assert!(!ids(&active).contains(&bystander.token.unwrap().id));
+}
+
+/// docs/contract.md, Listing and pagination: `page_size` 0 means 50 and anything above 1000
+/// is 1000, observed with more than 1000 tokens in the listing; walking every page returns
+/// each token exactly once.
+#[tokio::test]
+async fn page_sizes_default_to_50_and_stop_at_1000_with_more_tokens_than_that() {
+    use jeton::domain::Clock;
+    let app = TestApp::spawn_with(Transport::Tls, |s| s.max_tokens_per_owner = 100_000).await;
+    let seeded = jeton_testkit::seed::seed_tokens(
+        &app.db_url,
+        &jeton_testkit::seed::Seed {
+            tenant: TENANT,
+            owner: ADMIN,
+            count: 1_100,
+            hashed: false,
+            expiring_every: 0,
+            expires_in: TimeDelta::zero(),
+            now: app.clock.now() - TimeDelta::seconds(1),
+        },
+    )
+    .await
+    .unwrap();
+    // Two more through the API, beyond the default quota of 100 per owner.
+    let mut admin = app.tokens(&app.admin).await;
+    let mut expected: std::collections::BTreeSet<String> =
+        seeded.iter().map(|t| t[4..26].to_owned()).collect();
+    expected.insert(app.admin[4..26].to_owned());
+    for name in ["api-1", "api-2"] {
+        app.clock.advance(TimeDelta::seconds(1));
+        let g = admin
+            .generate(generate_req(name, &[]))
+            .await
+            .unwrap()
+            .into_inner();
+        expected.insert(g.token.unwrap().id);
+    }
+    assert_eq!(expected.len(), 1_103);
+
+    let page = |size: i32, page_token: String| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .list(proto::ListRequest {
+                    page_size: size,
+                    page_token,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+        }
+    };
+    let first = page(0, String::new()).await;
+    assert_eq!(first.tokens.len(), 50, "0 means the default, 50");
+    assert!(!first.next_page_token.is_empty(), "more pages follow");
+    assert_eq!(
+        first.tokens[..2]
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect::<Vec<_>>(),
+        ["api-2", "api-1"],
+        "newest first"
+    );
+    let huge = page(5_000, String::new()).await;
+    assert_eq!(huge.tokens.len(), 1_000, "above 1000 is coerced to 1000");
+    assert!(!huge.next_page_token.is_empty(), "more pages follow");
+    assert_eq!(page(1_000, String::new()).await.tokens.len(), 1_000);
+    assert_eq!(page(1_001, String::new()).await.tokens.len(), 1_000);
+    assert_eq!(page(999, String::new()).await.tokens.len(), 999);
+
+    for (size, pages) in [(0, 23), (5_000, 2), (7, 158)] {
+        let mut seen = Vec::new();
+        let mut sizes = Vec::new();
+        let mut token = String::new();
+        loop {
+            let p = page(size, token).await;
+            sizes.push(p.tokens.len());
+            seen.extend(p.tokens.into_iter().map(|t| t.id));
+            if p.next_page_token.is_empty() {
+                break;
+            }
+            token = p.next_page_token;
+        }
+        assert_eq!(sizes.len(), pages, "page_size {size}: {sizes:?}");
+        assert_eq!(seen.len(), expected.len(), "page_size {size}: no repeats");
+        assert_eq!(
+            seen.into_iter().collect::<std::collections::BTreeSet<_>>(),
+            expected,
+            "page_size {size}: every token exactly once"
+        );
+    }
 }
