@@ -66,21 +66,27 @@ impl Store {
             .limit(limit)
             .all(&*self.conn())
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| ChangeRow {
-                seq: r.seq,
-                at_micros: r.at,
-                what: match r.kind.as_str() {
-                    TOKEN => TokenId::parse(&r.key).ok().map(Changed::Token),
-                    PRINCIPAL => TenantId::parse(&r.tenant_id)
-                        .ok()
-                        .zip(PrincipalId::parse(&r.key).ok())
-                        .map(|(t, p)| Changed::Principal(t, p)),
-                    _ => None,
-                },
-            })
-            .collect())
+        Ok(rows.into_iter().map(change_row).collect())
+    }
+
+    /// The changes whose numbers fall in `ranges` (inclusive), oldest first, at most
+    /// `limit`: what has appeared in a follower's holes.
+    pub(crate) async fn changes_in(
+        &self,
+        ranges: &[(i64, i64)],
+        limit: u64,
+    ) -> Result<Vec<ChangeRow>> {
+        let mut any = sea_orm::Condition::any();
+        for &(start, end) in ranges {
+            any = any.add(change::Column::Seq.between(start, end));
+        }
+        let rows = change::Entity::find()
+            .filter(any)
+            .order_by_asc(change::Column::Seq)
+            .limit(limit)
+            .all(&*self.conn())
+            .await?;
+        Ok(rows.into_iter().map(change_row).collect())
     }
 
     /// The highest change number so far (0 when there is none).
@@ -99,5 +105,20 @@ impl Store {
             .exec(&*self.conn())
             .await?;
         Ok(res.rows_affected)
+    }
+}
+
+fn change_row(r: change::Model) -> ChangeRow {
+    ChangeRow {
+        seq: r.seq,
+        at_micros: r.at,
+        what: match r.kind.as_str() {
+            TOKEN => TokenId::parse(&r.key).ok().map(Changed::Token),
+            PRINCIPAL => TenantId::parse(&r.tenant_id)
+                .ok()
+                .zip(PrincipalId::parse(&r.key).ok())
+                .map(|(t, p)| Changed::Principal(t, p)),
+            _ => None,
+        },
     }
 }

@@ -2,11 +2,14 @@
 //! replica changed, within one poll interval.
 //!
 //! Change numbers are handed out at insert, not at commit: a transaction that took number 7
-//! can commit after the one that took 8, and reading "after the highest number seen" would
-//! skip 7 for ever. So the follower keeps a [`Watermark`]: a `floor` below which everything
-//! was applied, and the numbers seen above it; it applies any row above the floor that it has
-//! not seen yet, and moves the floor only over contiguous numbers — or over a hole that
-//! stayed open for [`GAP_PATIENCE`] (a rolled-back transaction leaves one).
+//! can commit after the one that took 8, and reading "after the highest number seen" alone
+//! would skip 7 for ever. So the follower keeps a [`Watermark`]: the highest number seen,
+//! and the *holes* below it — ranges of numbers not seen yet. Each poll reads what is new
+//! above the highest number and, separately, whatever has appeared in the holes; a hole is
+//! given up on after [`GAP_PATIENCE`] (a rolled-back transaction leaves one for good). A
+//! replica that starts counts the last [`START_LOOKBACK`] numbers as holes, so a write that
+//! was still open when it started is applied when it commits; a burst of new changes never
+//! hides a late commit, because the holes are read on their own.
 //!
 //! When the log cannot be read, the cache is emptied and, after `stale_after`, not used at
 //! all: a replica cut off from the log must not keep answering from memory.
@@ -14,7 +17,7 @@
 use super::cache::ValidationCache;
 use crate::background::Task;
 use crate::store::Store;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,48 +28,83 @@ const GAP_PATIENCE: Duration = Duration::from_secs(10);
 const KEEP_CHANGES: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 /// How often old change-log rows are deleted.
 const PRUNE_EVERY: Duration = Duration::from_secs(60);
-/// Most change-log rows read in one poll.
+/// Most change-log rows read by one query.
 const BATCH: u64 = 10_000;
+/// Numbers below the newest that a starting replica treats as possibly still open.
+const START_LOOKBACK: i64 = 10_000;
+/// Most holes asked about in one query (the oldest first).
+const HOLES_PER_QUERY: usize = 256;
 
 /// Position of a follower in the change log.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Watermark {
-    floor: i64,
-    seen: BTreeSet<i64>,
-    holes: HashMap<i64, Instant>,
+    /// The highest number seen.
+    high: i64,
+    /// Numbers at or below `high` not seen yet: inclusive ranges by first number, each with
+    /// when it was first noticed.
+    holes: BTreeMap<i64, (i64, Instant)>,
 }
 
 impl Watermark {
-    fn at(floor: i64) -> Self {
-        Self {
-            floor,
-            ..Self::default()
+    /// A replica starting when `last` is the newest number: everything in the last
+    /// [`START_LOOKBACK`] numbers may still be open.
+    fn starting_at(last: i64, now: Instant) -> Self {
+        let mut holes = BTreeMap::new();
+        let first = (last - START_LOOKBACK + 1).max(1);
+        if first <= last {
+            holes.insert(first, (last, now));
         }
+        Self { high: last, holes }
     }
 
-    /// Whether `seq` is new (and records it as seen).
-    fn admit(&mut self, seq: i64) -> bool {
-        seq > self.floor && self.seen.insert(seq)
+    /// Everything below this was applied or given up on.
+    #[cfg(test)]
+    fn floor(&self) -> i64 {
+        self.holes
+            .keys()
+            .next()
+            .map_or(self.high, |first| first - 1)
     }
 
-    /// Moves the floor over what is contiguous or given up on.
-    fn advance(&mut self, now: Instant) {
-        while let Some(&first) = self.seen.first() {
-            let next = self.floor + 1;
-            if first == next {
-                self.seen.remove(&first);
-                self.floor = next;
-                self.holes.remove(&next);
-            } else {
-                let since = *self.holes.entry(next).or_insert(now);
-                if now.duration_since(since) >= GAP_PATIENCE {
-                    self.holes.remove(&next);
-                    self.floor = next;
-                } else {
-                    break;
-                }
+    /// Whether `seq` is new (and records it as seen): above the highest number (the numbers
+    /// skipped on the way become a hole), or inside a hole (which is split around it).
+    fn admit(&mut self, seq: i64, now: Instant) -> bool {
+        if seq > self.high {
+            if seq > self.high + 1 {
+                self.holes.insert(self.high + 1, (seq - 1, now));
             }
+            self.high = seq;
+            return true;
         }
+        let Some((&start, &(end, since))) = self.holes.range(..=seq).next_back() else {
+            return false;
+        };
+        if seq > end {
+            return false;
+        }
+        self.holes.remove(&start);
+        if start < seq {
+            self.holes.insert(start, (seq - 1, since));
+        }
+        if seq < end {
+            self.holes.insert(seq + 1, (end, since));
+        }
+        true
+    }
+
+    /// Gives up on the holes that stayed open for [`GAP_PATIENCE`].
+    fn expire(&mut self, now: Instant) {
+        self.holes
+            .retain(|_, (_, since)| now.duration_since(*since) < GAP_PATIENCE);
+    }
+
+    /// The oldest holes, to ask the log about.
+    fn oldest_holes(&self) -> Vec<(i64, i64)> {
+        self.holes
+            .iter()
+            .take(HOLES_PER_QUERY)
+            .map(|(&start, &(end, _))| (start, end))
+            .collect()
     }
 }
 
@@ -102,34 +140,46 @@ struct Follower {
 }
 
 impl Follower {
+    /// Reads what is new above the highest number and what appeared in the holes, and drops
+    /// what each change names from the cache.
+    async fn follow(&mut self, mark: &mut Watermark) -> Result<(), crate::store::StoreError> {
+        let holes = mark.oldest_holes();
+        let mut rows = self.store.changes_after(mark.high, BATCH).await?;
+        if !holes.is_empty() {
+            rows.extend(self.store.changes_in(&holes, BATCH).await?);
+        }
+        let now = Instant::now();
+        let mut oldest = None;
+        for row in rows {
+            if mark.admit(row.seq, now) {
+                oldest = oldest.or(Some(row.at_micros));
+                if let Some(what) = row.what {
+                    self.cache.invalidate(&what);
+                }
+            }
+        }
+        mark.expire(now);
+        if let Some(m) = crate::metrics::get() {
+            let now = chrono::Utc::now().timestamp_micros();
+            let lag = oldest.map_or(0, |at| (now - at).max(0));
+            m.change_log_lag.set(lag as f64 / 1e6);
+            m.change_log_last_poll.set(now as f64 / 1e6);
+        }
+        Ok(())
+    }
+
     async fn poll(&mut self) {
-        let read = match &mut self.mark {
-            None => self.store.last_change().await.map(|seq| {
-                self.mark = Some(Watermark::at(seq));
-            }),
-            Some(mark) => self
+        let read = match self.mark.take() {
+            None => self
                 .store
-                .changes_after(mark.floor, BATCH)
+                .last_change()
                 .await
-                .map(|rows| {
-                    let mut oldest = None;
-                    for row in rows {
-                        if mark.admit(row.seq) {
-                            oldest = oldest.or(Some(row.at_micros));
-                            if let Some(what) = row.what {
-                                self.cache.invalidate(&what);
-                            }
-                        }
-                    }
-                    mark.advance(Instant::now());
-                    if let Some(m) = crate::metrics::get() {
-                        let now = chrono::Utc::now().timestamp_micros();
-                        let lag = oldest.map_or(0, |at| (now - at).max(0));
-                        m.change_log_lag.set(lag as f64 / 1e6);
-                        m.change_log_last_poll.set(now as f64 / 1e6);
-                    }
-                }),
+                .map(|seq| Watermark::starting_at(seq, Instant::now())),
+            Some(mut mark) => self.follow(&mut mark).await.map(|()| mark),
         };
+        let read = read.map(|mark| {
+            self.mark = Some(mark);
+        });
         match read {
             Ok(()) => {
                 self.cache.mark_fresh();
@@ -166,26 +216,60 @@ mod tests {
     #[test]
     fn watermark_waits_for_late_commits() {
         let t0 = Instant::now();
-        let mut c = Watermark::at(5);
+        let mut c = Watermark::starting_at(5, t0);
+        c.holes.clear(); // nothing open at start, for this case
         // 7 commits before 6.
-        assert!(c.admit(7));
-        c.advance(t0);
-        assert_eq!(c.floor, 5, "6 may still commit");
-        assert!(!c.admit(7), "7 is not applied twice");
-        assert!(c.admit(6));
-        c.advance(t0);
-        assert_eq!(c.floor, 7);
-        assert!(!c.admit(6));
+        assert!(c.admit(7, t0));
+        assert_eq!(c.floor(), 5, "6 may still commit");
+        assert!(!c.admit(7, t0), "7 is not applied twice");
+        assert!(c.admit(6, t0));
+        assert_eq!(c.floor(), 7);
+        assert!(!c.admit(6, t0));
     }
 
     #[test]
     fn watermark_gives_up_on_a_hole_after_a_while() {
         let t0 = Instant::now();
-        let mut c = Watermark::at(0);
-        assert!(c.admit(2));
-        c.advance(t0);
-        assert_eq!(c.floor, 0);
-        c.advance(t0 + GAP_PATIENCE);
-        assert_eq!(c.floor, 2, "1 was rolled back");
+        let mut c = Watermark::starting_at(0, t0);
+        assert!(c.admit(2, t0));
+        c.expire(t0);
+        assert_eq!(c.floor(), 0);
+        c.expire(t0 + GAP_PATIENCE);
+        assert_eq!(c.floor(), 2, "1 was rolled back");
+    }
+
+    /// A replica that starts while number 95 is open applies it when it commits, and what it
+    /// finds committed in its look-back is applied once, not twice.
+    #[test]
+    fn a_starting_replica_waits_for_what_was_open() {
+        let t0 = Instant::now();
+        let mut c = Watermark::starting_at(100, t0);
+        assert_eq!(c.oldest_holes(), [(1, 100)]);
+        for seq in (1..=100).filter(|&s| s != 95) {
+            assert!(c.admit(seq, t0));
+        }
+        assert_eq!(c.oldest_holes(), [(95, 95)]);
+        assert!(!c.admit(50, t0));
+        assert!(c.admit(95, t0 + Duration::from_secs(3)));
+        assert!(c.holes.is_empty());
+        assert_eq!(c.floor(), 100);
+    }
+
+    /// However many changes arrive above a hole, the hole is still asked about, and a jump
+    /// in the numbering is one range, not one entry per number.
+    #[test]
+    fn holes_are_ranges_and_survive_bursts() {
+        let t0 = Instant::now();
+        let mut c = Watermark::starting_at(10, t0);
+        c.holes.clear();
+        assert!(c.admit(12, t0));
+        for seq in 13..50_000 {
+            c.admit(seq, t0);
+        }
+        assert_eq!(c.oldest_holes(), [(11, 11)]);
+        assert!(c.admit(1_000_000_000, t0));
+        assert_eq!(c.oldest_holes(), [(11, 11), (50_000, 999_999_999)]);
+        assert!(c.admit(11, t0));
+        assert_eq!(c.floor(), 49_999);
     }
 }
