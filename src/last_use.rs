@@ -38,6 +38,11 @@ type Hasher = foldhash::fast::RandomState;
 /// Minutes since the Unix epoch.
 type Minute = i64;
 
+/// The minute `at` falls in: the precision of stored last-use times.
+pub(crate) fn minute(at: DateTime<Utc>) -> Minute {
+    at.timestamp().div_euclid(60)
+}
+
 #[derive(Debug)]
 pub(crate) struct LastUse {
     store: Store,
@@ -63,12 +68,28 @@ impl LastUse {
     /// Notes that `id` was used at `at`, to the minute; keeps the newest.
     pub(crate) fn record(&self, id: &TokenId, at: DateTime<Utc>) {
         let k = key(id);
-        let minute = at.timestamp().div_euclid(60);
+        let minute = minute(at);
         let mut pending = self.shard(&k).lock().unwrap_or_else(|e| e.into_inner());
         let t = pending.entry(k).or_insert(minute);
         if *t < minute {
             *t = minute;
         }
+    }
+
+    /// Runs `f` with no flush under way: a flush takes its batch out of the pending map
+    /// before writing it, so while it runs a use is neither pending nor written.
+    pub(crate) async fn between_flushes<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        let _turn = self.flushing.lock().await;
+        f.await
+    }
+
+    /// Whether a use of `id` is held here, not yet written.
+    pub(crate) fn is_pending(&self, id: &TokenId) -> bool {
+        let k = key(id);
+        self.shard(&k)
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&k)
     }
 
     /// How many tokens have a use not yet written.

@@ -54,6 +54,8 @@ impl Report {
              Measured by `jeton-bench` at commit `{}`, started {} UTC and lasting {minutes:.0} \
              min: every table below comes from this one run. Reproduce with:\n\n\
              ```sh\ncargo build --release --workspace && target/release/jeton-bench\n```\n\n\
+             How these figures compare with jeton's targets, and where the time goes: \
+             [docs/performance.md](docs/performance.md).\n\n\
              {}\n\n{}\n",
             self.commit,
             self.started.format("%Y-%m-%d %H:%M"),

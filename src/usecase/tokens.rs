@@ -366,22 +366,24 @@ impl Tokens {
 
     /// Starts retiring tokens left unused for their tenant's `revoke_unused_after` every
     /// `every` (at most [`RETIRE_BATCH`] a round; whichever replica gets to a token first
-    /// revokes it, once), until the returned task is stopped. Each round first writes out
-    /// the uses this replica has seen; uses seen by other replicas reach the database within
-    /// their flush interval, which is why a token is retired only once it has been unused
-    /// for the policy's time plus that interval.
+    /// revokes it, once), until the returned task is stopped. A round leaves alone the
+    /// tokens with a use this replica holds and has not written yet — without writing them
+    /// out, so that `--last-use-flush-interval` stays the only thing that paces last-use
+    /// writes (a flush here each round wrote every pending use once a minute); uses seen by
+    /// other replicas reach the database within their flush interval, which is why a token
+    /// is retired only once it has been unused for the policy's time plus that interval.
     pub(crate) fn start_retiring(&self, every: std::time::Duration) -> Task {
         let core = self.core.clone();
         Task::every("retirement sweeper", every, move || {
             let core = core.clone();
             async move {
-                let round = async {
-                    core.last_use.flush().await?;
-                    let margin = core.policy.retire_margin;
-                    core.store
-                        .retire_unused(core.now(), margin, RETIRE_BATCH)
-                        .await
-                };
+                let margin = core.policy.retire_margin;
+                let round = core.last_use.between_flushes(core.store.retire_unused(
+                    core.now(),
+                    margin,
+                    RETIRE_BATCH,
+                    |id| core.last_use.is_pending(id),
+                ));
                 match round.await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(tokens = n, "retired tokens left unused"),

@@ -13,6 +13,7 @@ use crate::store::Changed;
 use quick_cache::Equivalent;
 use quick_cache::sync::Cache;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hash};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -35,6 +36,11 @@ pub(crate) struct CacheSettings {
 
 /// How long an id that failed a verification stays suspect.
 const SUSPECT_FOR: Duration = Duration::from_secs(600);
+
+/// Epoch slots: an invalidation keeps out only the loads whose key falls in its slot, so a
+/// stream of writes elsewhere in the fleet does not keep every first validation from being
+/// cached (each uncached one would pay Argon2 again).
+const EPOCH_SLOTS: usize = 1024;
 
 /// A monotonic clock in milliseconds: the process's, or one a test moves by hand.
 #[derive(Debug, Clone)]
@@ -94,6 +100,13 @@ impl Equivalent<OwnerKey> for OwnerRef<'_> {
     }
 }
 
+fn owner<'a>(tenant: &'a TenantId, principal: &'a str) -> OwnerRef<'a> {
+    OwnerRef {
+        tenant: tenant.as_str(),
+        principal,
+    }
+}
+
 impl OwnerRef<'_> {
     fn owned(&self) -> OwnerKey {
         OwnerKey {
@@ -124,7 +137,9 @@ pub(super) struct ValidationCache {
     principals: Cache<OwnerKey, (Option<Arc<Principal>>, u64)>,
     /// One shared copy of each tenant id.
     tenants: std::sync::Mutex<HashMap<String, Arc<str>>>,
-    epoch: AtomicU64,
+    /// Bumped by every invalidation of a key in the slot; see [`Self::token_epoch`].
+    epochs: Box<[AtomicU64]>,
+    slot_of: foldhash::fast::FixedState,
     ticker: Ticker,
     /// `ticker` ms of the last successful read of the change log.
     fresh_at_ms: AtomicU64,
@@ -157,7 +172,8 @@ impl ValidationCache {
             suspects: Cache::new(capacity(s.negative_capacity)),
             principals: Cache::new(capacity(s.capacity)),
             tenants: std::sync::Mutex::default(),
-            epoch: AtomicU64::new(0),
+            epochs: (0..EPOCH_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            slot_of: foldhash::fast::FixedState::default(),
             ticker,
             // Counted from creation: a cache whose follower never reads the log stops being
             // used `stale_after` after it was made.
@@ -183,9 +199,33 @@ impl ValidationCache {
         self.fresh_at_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
-    /// The epoch to pass back to the `remember_*` calls of a load that starts now.
-    pub(super) fn epoch(&self) -> u64 {
-        self.epoch.load(Ordering::Acquire)
+    fn slot(&self, of: impl Hash) -> &AtomicU64 {
+        &self.epochs[self.slot_of.hash_one(of) as usize % EPOCH_SLOTS]
+    }
+
+    /// The epoch of `id`'s slot, to pass back to `remember_token` or `remember_absent` by a
+    /// load of `id` that starts now: if an invalidation in the slot comes in between, the
+    /// load's result is not kept.
+    pub(super) fn token_epoch(&self, id: &TokenId) -> u64 {
+        self.slot(key(id)).load(Ordering::SeqCst)
+    }
+
+    /// The same for a load of a principal.
+    pub(super) fn principal_epoch(&self, tenant: &TenantId, id: &str) -> u64 {
+        self.slot(owner(tenant, id)).load(Ordering::SeqCst)
+    }
+
+    /// Keeps what a load found, unless an invalidation of its slot came since it started
+    /// (`epoch`). Checked again after the insert: an invalidation between the check and the
+    /// insert would otherwise have removed nothing and left the old answer behind.
+    fn keep(&self, slot: &AtomicU64, epoch: u64, insert: impl FnOnce(), remove: impl FnOnce()) {
+        if slot.load(Ordering::SeqCst) != epoch {
+            return;
+        }
+        insert();
+        if slot.load(Ordering::SeqCst) != epoch {
+            remove();
+        }
     }
 
     pub(super) fn token(&self, id: &TokenId) -> Lookup {
@@ -220,9 +260,15 @@ impl ValidationCache {
                 .clone()
         };
         let v = Arc::new(Verified::new(token, tenant, secret, self.now_ms()));
-        if self.epoch() == epoch {
-            self.tokens.insert(v.id, v.clone());
-        }
+        let k = v.id;
+        self.keep(
+            self.slot(k),
+            epoch,
+            || self.tokens.insert(k, v.clone()),
+            || {
+                self.tokens.remove(&k);
+            },
+        );
         v
     }
 
@@ -239,9 +285,15 @@ impl ValidationCache {
     }
 
     pub(super) fn remember_absent(&self, epoch: u64, id: &TokenId) {
-        if self.epoch() == epoch {
-            self.absent.insert(key(id), self.now_ms());
-        }
+        let k = key(id);
+        self.keep(
+            self.slot(k),
+            epoch,
+            || self.absent.insert(k, self.now_ms()),
+            || {
+                self.absent.remove(&k);
+            },
+        );
     }
 
     /// `Some(None)`: known to have no such principal.
@@ -250,12 +302,8 @@ impl ValidationCache {
         if !self.is_fresh(now) {
             return None;
         }
-        let k = OwnerRef {
-            tenant: tenant.as_str(),
-            principal: id,
-        };
         self.principals
-            .get(&k)
+            .get(&owner(tenant, id))
             .filter(|(_, at)| now.saturating_sub(*at) < self.ttl_ms)
             .map(|(p, _)| p)
     }
@@ -268,31 +316,36 @@ impl ValidationCache {
         p: Option<Principal>,
     ) -> Option<Arc<Principal>> {
         let p = p.map(Arc::new);
-        if self.epoch() == epoch {
-            let k = OwnerRef {
-                tenant: tenant.as_str(),
-                principal: id.as_str(),
-            };
-            self.principals
-                .insert(k.owned(), (p.clone(), self.now_ms()));
-        }
+        let k = owner(tenant, id.as_str());
+        self.keep(
+            self.slot(&k),
+            epoch,
+            || {
+                self.principals
+                    .insert(k.owned(), (p.clone(), self.now_ms()))
+            },
+            || {
+                self.principals.remove(&k);
+            },
+        );
         p
     }
 
     /// Forgets everything that `what` may have made wrong.
+    /// The slot's epoch is bumped first, so that a load under way does not keep (or does
+    /// not leave behind) what it read before the change.
     pub(super) fn invalidate(&self, what: &Changed) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
         match what {
             Changed::Token(id) => {
                 let k = key(id);
+                self.slot(k).fetch_add(1, Ordering::SeqCst);
                 self.tokens.remove(&k);
                 self.absent.remove(&k);
             }
             Changed::Principal(tenant, principal) => {
-                self.principals.remove(&OwnerRef {
-                    tenant: tenant.as_str(),
-                    principal: principal.as_str(),
-                });
+                let k = owner(tenant, principal.as_str());
+                self.slot(&k).fetch_add(1, Ordering::SeqCst);
+                self.principals.remove(&k);
             }
         }
     }
@@ -308,7 +361,9 @@ impl ValidationCache {
 
     /// Forgets everything (used when the change log could not be followed).
     pub(super) fn clear(&self) {
-        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for e in &self.epochs {
+            e.fetch_add(1, Ordering::SeqCst);
+        }
         self.tokens.clear();
         self.absent.clear();
         self.principals.clear();
@@ -340,7 +395,7 @@ mod tests {
         let ticker = Ticker::manual();
         let c = ValidationCache::new(&settings(), ticker.clone());
         let (a, b) = (id('a'), id('b'));
-        c.remember_absent(c.epoch(), &a);
+        c.remember_absent(c.token_epoch(&a), &a);
         c.suspect(key(&b));
         assert!(matches!(c.token(&a), Lookup::Absent));
         assert!(c.is_suspect(&key(&b)));
@@ -365,11 +420,11 @@ mod tests {
         let c = ValidationCache::new(&settings(), Ticker::manual());
         let tenant = TenantId::parse("contoso").unwrap();
         let alice = PrincipalId::parse("alice").unwrap();
-        let before = c.epoch();
+        let before = c.principal_epoch(&tenant, "alice");
         c.invalidate(&Changed::Principal(tenant.clone(), alice.clone()));
         c.remember_principal(before, &tenant, &alice, None);
         assert!(c.principal(&tenant, "alice").is_none(), "raced: not cached");
-        c.remember_principal(c.epoch(), &tenant, &alice, None);
+        c.remember_principal(c.principal_epoch(&tenant, "alice"), &tenant, &alice, None);
         assert!(matches!(c.principal(&tenant, "alice"), Some(None)));
         assert!(
             c.principal(&TenantId::parse("fabrikam").unwrap(), "alice")
@@ -377,5 +432,52 @@ mod tests {
         );
         c.invalidate(&Changed::Principal(tenant.clone(), alice));
         assert!(c.principal(&tenant, "alice").is_none());
+    }
+
+    /// An invalidation keeps out the loads of its own slot only: writes elsewhere do not stop
+    /// first validations from being cached. One that lands between a load's check and its
+    /// insert leaves nothing behind.
+    #[test]
+    fn invalidations_keep_out_loads_of_their_slot_only() {
+        let c = ValidationCache::new(&settings(), Ticker::manual());
+        // Two ids in different slots.
+        let a = id('a');
+        let b = (b'b'..=b'z')
+            .map(|ch| id(ch as char))
+            .find(|b| !std::ptr::eq(c.slot(key(b)), c.slot(key(&a))))
+            .unwrap();
+        let (ea, eb) = (c.token_epoch(&a), c.token_epoch(&b));
+        c.invalidate(&Changed::Token(b.clone()));
+        c.remember_absent(ea, &a);
+        c.remember_absent(eb, &b);
+        assert!(
+            matches!(c.token(&a), Lookup::Absent),
+            "another slot's write"
+        );
+        assert!(matches!(c.token(&b), Lookup::Miss), "raced: not kept");
+
+        let k = key(&b);
+        let eb = c.token_epoch(&b);
+        c.keep(
+            c.slot(k),
+            eb,
+            || {
+                c.invalidate(&Changed::Token(b.clone()));
+                c.absent.insert(k, c.now_ms());
+            },
+            || {
+                c.absent.remove(&k);
+            },
+        );
+        assert!(
+            matches!(c.token(&b), Lookup::Miss),
+            "removed after the insert"
+        );
+
+        // Losing the change log forgets everything and keeps out every load under way.
+        let ea = c.token_epoch(&a);
+        c.clear();
+        c.remember_absent(ea, &a);
+        assert!(matches!(c.token(&a), Lookup::Miss));
     }
 }

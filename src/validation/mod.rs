@@ -23,8 +23,9 @@
 //!   change log in its own transaction; the writer drops its entries before it answers
 //!   ([`Validator::invalidate`]), and the [`follower`] applies everyone's changes here within
 //!   a poll interval. A replica that cannot read the log for `stale_after` uses no entry.
-//!   A load that raced with an invalidation is not cached: every invalidation bumps an epoch,
-//!   and a load inserts only if the epoch it read before going to the database is unchanged.
+//!   A load that raced with an invalidation is not cached: every invalidation bumps the epoch
+//!   of its key's slot (one of 1024), and a load keeps its result only if its slot's epoch
+//!   is the one it read before going to the database, checked before and after the insert.
 //!
 //! Nothing here decides whether a token is good: that is the domain's `judge`.
 
@@ -142,7 +143,7 @@ impl Validator {
                     return Ok(None);
                 }
                 // Verified before; only the row may have changed. Rows are never deleted.
-                let epoch = self.cache.epoch();
+                let epoch = self.cache.token_epoch(&id);
                 let row = self.store.token(&id).await?;
                 return Ok(row.map(|t| self.cache.remember_token(epoch, &t, presented.secret())));
             }
@@ -182,8 +183,8 @@ impl Validator {
     /// verification failed recently verifies in the suspect lane, which can hold at most half
     /// of the Argon2 slots.
     async fn load(&self, presented: &TokenString) -> Result<Option<Arc<Verified>>, LookupError> {
-        let epoch = self.cache.epoch();
         let id = presented.id();
+        let epoch = self.cache.token_epoch(&id);
         let Some((token, hash)) = self.store.token_with_hash(&id).await? else {
             self.cache.remember_absent(epoch, &id);
             return Ok(None);
@@ -216,7 +217,7 @@ impl Validator {
             return Ok(p);
         }
         let id = token.subject.to_principal();
-        let epoch = self.cache.epoch();
+        let epoch = self.cache.principal_epoch(tenant, id.as_str());
         let p = self.store.principal(tenant, &id).await?;
         Ok(self.cache.remember_principal(epoch, tenant, &id, p))
     }

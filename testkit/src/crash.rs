@@ -36,11 +36,22 @@ struct Acknowledged {
     validations: usize,
 }
 
-/// Starts `jeton serve` on `db` with `args` (cheap Argon2 is the caller's to pass).
-fn start(jeton: &std::path::Path, db: &str, args: &[&str]) -> Served {
+/// Flags of every `jeton serve` of a crash run: cheap Argon2, so that each short life of the
+/// server writes many tokens, and no per-owner quota in the way.
+const SERVER_ARGS: &[&str] = &[
+    "--argon2-memory-kib",
+    "256",
+    "--argon2-iterations",
+    "1",
+    "--max-tokens-per-owner",
+    "100000",
+];
+
+/// Starts `jeton serve` on `db` with [`SERVER_ARGS`].
+fn start(jeton: &std::path::Path, db: &str) -> Served {
     let mut cmd = Command::new(jeton);
     cmd.args(["serve", "--listen", "127.0.0.1:0", "--database-url", db])
-        .args(args)
+        .args(SERVER_ARGS)
         .env("JETON_LOG", "warn,jeton::app=info")
         .env("JETON_LOG_FORMAT", "pretty");
     Served::start(cmd)
@@ -117,18 +128,17 @@ async fn load(addr: String, admin: String, acked: Arc<Mutex<Acknowledged>>) {
 
 /// Runs the load on `db` and kills the server `kills` times at random moments (0.2–0.8 s
 /// after each start), then checks what survived. `admin` is the token of a tenant admin on
-/// `db`; `args` go to every `jeton serve`.
+/// `db`.
 pub async fn run(
     jeton: &std::path::Path,
     db: &str,
     admin: &str,
     kills: usize,
-    args: &[&str],
 ) -> Result<CrashRun, BoxError> {
     use rand::RngExt;
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
     for _ in 0..kills {
-        let server = start(jeton, db, args);
+        let server = start(jeton, db);
         let addr = server.addr().to_owned();
         let loops: Vec<_> = (0..4)
             .map(|_| tokio::spawn(load(addr.clone(), admin.to_owned(), acked.clone())))
@@ -145,7 +155,7 @@ pub async fn run(
         }
     }
     // Restarted once more: it must start cleanly, and hold everything acknowledged.
-    let server = start(jeton, db, args);
+    let server = start(jeton, db);
     let ch = channel(server.addr()).await?;
     let acked = std::mem::take(&mut *acked.lock().unwrap_or_else(|e| e.into_inner()));
     check(ch, admin, &acked).await?;

@@ -67,6 +67,23 @@ impl Served {
         self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
+    /// The log once `ready` holds for it: lines are read by another thread, so a line the
+    /// server has written may not be here yet. Panics with the log after `within`.
+    pub fn log_when(&self, within: Duration, ready: impl Fn(&str) -> bool) -> String {
+        let start = std::time::Instant::now();
+        loop {
+            let log = self.log();
+            if ready(&log) {
+                return log;
+            }
+            assert!(
+                start.elapsed() < within,
+                "the awaited line was not logged within {within:?}:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// User + system CPU time of the process so far (Linux).
     pub fn cpu(&self) -> Duration {
         let stat =

@@ -46,25 +46,20 @@ async fn idle_connections_are_closed_and_do_not_spin_the_server_out_of_descripto
         idle.push(TcpStream::connect(&addr).unwrap());
     }
     // Until it runs out of descriptors (it accepts what it can, the kernel holds the rest).
-    let start = Instant::now();
-    while !server
-        .log()
-        .contains("accepting a connection failed; backing off")
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(4),
-            "the server never ran out of descriptors"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.log_when(Duration::from_secs(4), |log| {
+        log.contains("accepting a connection failed; backing off")
+    });
     // Out of descriptors, with a backlog of connections it cannot accept: it waits, it does
-    // not spin.
+    // not spin. A spinning accept loop burns a whole core; waiting costs a retry every 100 ms.
+    // Measured over 2 s after the accepts have settled, with a bound far below a spin and far
+    // above what a shared machine's scheduling noise adds.
+    std::thread::sleep(Duration::from_millis(500));
     let cpu0 = server.cpu();
-    std::thread::sleep(Duration::from_secs(1));
+    std::thread::sleep(Duration::from_secs(2));
     let cpu = server.cpu().saturating_sub(cpu0);
     assert!(
-        cpu < Duration::from_millis(50),
-        "the server spent {cpu:?} of CPU in 1 s on idle connections (5 % of a core is 50 ms)"
+        cpu < Duration::from_millis(300),
+        "the server spent {cpu:?} of CPU in 2 s on idle connections (a spin is 2 s)"
     );
 
     // Every one is closed by the server within the deadline (those the kernel held in the

@@ -5,19 +5,9 @@ use crate::helpers::{ADMIN, TENANT};
 use crate::logs::{JETON, bootstrap};
 use jeton_testkit::postgres::PgDatabase;
 
-/// Cheap hashing so the load writes many tokens between kills; no per-owner quota in the way.
-const ARGS: &[&str] = &[
-    "--argon2-memory-kib",
-    "256",
-    "--argon2-iterations",
-    "1",
-    "--max-tokens-per-owner",
-    "100000",
-];
-
 async fn survives_kills(db: &str) {
     let (admin, _) = bootstrap(db, TENANT, ADMIN, "warn");
-    let run = jeton_testkit::crash::run(JETON.as_ref(), db, &admin, 5, ARGS)
+    let run = jeton_testkit::crash::run(JETON.as_ref(), db, &admin, 5)
         .await
         .unwrap();
     eprintln!("{run:?}");

@@ -52,13 +52,7 @@ async fn bearer_credentials() {
     assert!(list_with(&app, Meta::bearer(&app.admin)).await.is_ok());
 
     // Revoked: refused.
-    let t = app
-        .tokens(&app.admin)
-        .await
-        .generate(generate_req("soon revoked", &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let t = app.mint(&app.admin, "soon revoked").await;
     app.tokens(&app.admin)
         .await
         .revoke(proto::RevokeRequest {

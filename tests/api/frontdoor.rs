@@ -451,13 +451,7 @@ async fn introspection_sees_only_the_callers_tenant() {
             .is_some()
     );
     // Another tenant's token is exactly {"active": false} — and is not counted as used.
-    let theirs = app
-        .tokens(&fabrikam_admin)
-        .await
-        .generate(generate_req("theirs", &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let theirs = app.mint(&fabrikam_admin, "theirs").await;
     let bearer = format!("Bearer {}", app.admin);
     let res = http(
         app.http.unwrap(),

@@ -374,13 +374,7 @@ impl World {
 
     /// A fresh token of the other tenant.
     async fn foreign_token(&self) -> proto::GenerateResponse {
-        self.app
-            .tokens(&self.other_admin)
-            .await
-            .generate(generate_req("foreign", &[]))
-            .await
-            .unwrap()
-            .into_inner()
+        self.app.mint(&self.other_admin, "foreign").await
     }
 
     /// The token a cell is about.

@@ -298,7 +298,9 @@ async fn metrics_count_what_happened_and_carry_no_request_values() {
     assert_code(r, Code::Unauthenticated, "");
 
     // Refused calls leave a line at info: method, peer, reason — never the credential.
-    let log = server.log();
+    let log = server.log_when(Duration::from_secs(5), |log| {
+        log.matches("request refused").count() >= 2
+    });
     let refused: Vec<&str> = log
         .lines()
         .filter(|l| l.contains("request refused"))
@@ -446,6 +448,14 @@ async fn no_database_password_in_logs_at_trace_on_postgres() {
 #[test]
 fn dev_mode_prints_a_token_that_validates() {
     use std::io::{BufRead, BufReader};
+    /// Kills the server when the test fails half-way, so that no server outlives it.
+    struct Reaped(std::process::Child);
+    impl Drop for Reaped {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
     let mut child = Command::new(JETON)
         .args([
             "serve",
@@ -461,6 +471,7 @@ fn dev_mode_prints_a_token_that_validates() {
         .spawn()
         .unwrap();
     let stdout = child.stdout.take().unwrap();
+    let mut child = Reaped(child);
     let mut token = None;
     let mut validate_command = None;
     for line in BufReader::new(stdout).lines() {
@@ -491,9 +502,9 @@ fn dev_mode_prints_a_token_that_validates() {
     );
     assert!(answer.contains("\"tenant\": \"dev\""), "{answer}");
     let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &child.0.id().to_string()])
         .status();
-    assert!(child.wait().unwrap().success());
+    assert!(child.0.wait().unwrap().success());
 }
 
 #[test]

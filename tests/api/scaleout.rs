@@ -35,13 +35,7 @@ where
 async fn revocation_reaches_the_other_replica_within_a_second() {
     let a = TestApp::spawn().await;
     let b = a.replica().await;
-    let t = a
-        .tokens(&a.admin)
-        .await
-        .generate(generate_req("agent", &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let t = a.mint(&a.admin, "agent").await;
     // Both replicas have it cached.
     for _ in 0..3 {
         assert!(a.validate(&t.secret, Namespace::Api, &[]).await.valid);
@@ -159,13 +153,7 @@ async fn a_wrong_secret_for_a_cached_token_is_still_not_found() {
 async fn last_use_never_moves_backwards_across_replicas() {
     let a = TestApp::spawn().await;
     let b = a.replica().await;
-    let t = a
-        .tokens(&a.admin)
-        .await
-        .generate(generate_req("agent", &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let t = a.mint(&a.admin, "agent").await;
     // A sees an older use, B a newer one; B flushes first, then A.
     assert!(a.validate(&t.secret, Namespace::Api, &[]).await.valid);
     let older = a.clock_now_ts();
@@ -174,27 +162,15 @@ async fn last_use_never_moves_backwards_across_replicas() {
     let newer = a.clock_now_ts();
     assert_ne!(older, newer);
     assert_eq!(
-        last_use(&b).await,
+        b.last_use_of("agent").await,
         Some(newer),
         "List on B flushed B's newer time"
     );
     assert_eq!(
-        last_use(&a).await,
+        a.last_use_of("agent").await,
         Some(newer),
         "A's older time did not overwrite it"
     );
-}
-
-async fn last_use(app: &TestApp) -> Option<prost_types::Timestamp> {
-    let listed = app
-        .list(&app.admin, proto::ListRequest::default())
-        .await
-        .unwrap();
-    listed
-        .into_iter()
-        .find(|x| x.name == "agent")
-        .unwrap()
-        .last_use_time
 }
 
 /// PostgreSQL only, whatever `JETON_TEST_ENGINE` says: the database is cut off by closing a
@@ -245,13 +221,7 @@ async fn concurrent_revocations_through_two_replicas_all_arrive_everywhere() {
     let b = a.replica().await;
     let mut tokens = Vec::new();
     for i in 0..20 {
-        let t = a
-            .tokens(&a.admin)
-            .await
-            .generate(generate_req(&format!("t{i}"), &[]))
-            .await
-            .unwrap()
-            .into_inner();
+        let t = a.mint(&a.admin, &format!("t{i}")).await;
         tokens.push((t.token.unwrap().id, t.secret));
     }
     for (_, secret) in &tokens {
@@ -340,13 +310,7 @@ async fn a_cut_off_replica_stops_trusting_its_cache(loss: Loss) {
         })
         .await;
     let stale_after = Duration::from_secs(1).max(poll_interval * 5);
-    let t = a
-        .tokens(&a.admin)
-        .await
-        .generate(generate_req("agent", &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let t = a.mint(&a.admin, "agent").await;
     let on_b = TokenServiceClient::new(b.channel().await);
     // B has the token cached (the second answer comes from memory).
     for _ in 0..3 {
@@ -660,13 +624,7 @@ async fn a_burst_of_changes_behind_an_open_hole_does_not_delay_a_revocation_on_p
     let b = a
         .replica_with(Transport::Tls, |s| s.change_poll_interval = poll)
         .await;
-    let t = a
-        .tokens(&a.admin)
-        .await
-        .generate(generate_req("agent", &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let t = a.mint(&a.admin, "agent").await;
     for _ in 0..2 {
         assert!(b.validate(&t.secret, Namespace::Api, &[]).await.valid);
     }

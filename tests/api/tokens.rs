@@ -287,13 +287,7 @@ async fn activity_window_is_configurable() {
         s.activity_window = std::time::Duration::from_secs(3600);
     })
     .await;
-    let t = app
-        .tokens(&app.admin)
-        .await
-        .generate(generate_req("agent", &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let t = app.mint(&app.admin, "agent").await;
     assert!(app.validate(&t.secret, Namespace::Api, &[]).await.valid);
     app.clock.advance(TimeDelta::minutes(61));
     // (Listing with the admin token uses it, so only the agent's token is inactive.)
@@ -585,13 +579,7 @@ async fn an_api_token_belongs_to_its_caller() {
 async fn tenants_are_sealed() {
     let app = TestApp::spawn().await;
     let fabrikam = app.bootstrap_tenant("fabrikam", "root@fabrikam.com").await;
-    let contoso_token = app
-        .tokens(&app.admin)
-        .await
-        .generate(generate_req("contoso-only", &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let contoso_token = app.mint(&app.admin, "contoso-only").await;
     let contoso_id = contoso_token.token.unwrap().id;
 
     let seen = app
@@ -827,13 +815,7 @@ async fn pages_are_newest_first_without_gaps_or_repeats() {
 #[tokio::test]
 async fn last_use_is_written_behind_and_flushed_at_shutdown() {
     let mut app = TestApp::spawn().await;
-    let t = app
-        .tokens(&app.admin)
-        .await
-        .generate(generate_req("agent", &[]))
-        .await
-        .unwrap()
-        .into_inner();
+    let t = app.mint(&app.admin, "agent").await;
     app.clock.advance(TimeDelta::minutes(5));
     assert!(app.validate(&t.secret, Namespace::Api, &[]).await.valid);
     let first_use = app.clock_now_ts();

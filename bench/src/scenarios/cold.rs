@@ -23,7 +23,6 @@ const COLD: usize = 50;
 pub async fn run(ctx: &Ctx) -> Result<String, BoxError> {
     let db = ctx.sqlite("cold.db");
     let admin = ctx.bootstrap(&db)?;
-    // No Argon2 flags: the production cost.
     // No Argon2 flags (the production cost); more tokens than the per-owner quota.
     let server = ctx.serve(
         &db,

@@ -8,15 +8,6 @@ use jeton_testkit::crash::{self, CrashRun};
 use std::time::Instant;
 
 const KILLS: usize = 25;
-/// Cheap Argon2, so that each short life of the server writes many tokens; no quota.
-const ARGS: &[&str] = &[
-    "--argon2-memory-kib",
-    "256",
-    "--argon2-iterations",
-    "1",
-    "--max-tokens-per-owner",
-    "100000",
-];
 
 pub async fn run(ctx: &Ctx) -> Result<String, BoxError> {
     let mut rows = Vec::new();
@@ -71,7 +62,7 @@ async fn engine(ctx: &Ctx, db: &str) -> Result<(CrashRun, f64), BoxError> {
         db.split(':').next().unwrap_or(db)
     ));
     let t = Instant::now();
-    let run = crash::run(&ctx.jeton, db, &admin, KILLS, ARGS).await?;
+    let run = crash::run(&ctx.jeton, db, &admin, KILLS).await?;
     spinner.finish();
     Ok((run, t.elapsed().as_secs_f64()))
 }

@@ -74,8 +74,8 @@ struct Row {
 pub async fn run(ctx: &Ctx) -> Result<String, BoxError> {
     let db = ctx.sqlite("flood.db");
     let admin = ctx.bootstrap(&db)?;
-    // No Argon2 flags: the production cost, where the amplification was.
-    // No Argon2 flags (the production cost); more tokens than the per-owner quota.
+    // No Argon2 flags: the production cost, where the amplification was; more tokens than
+    // the per-owner quota.
     let server = ctx.serve(
         &db,
         true,
