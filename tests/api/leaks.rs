@@ -128,15 +128,6 @@ fn labels(answer: &HttpAnswer) -> HashMap<String, String> {
         .collect()
 }
 
-async fn generate(app: &TestApp, bearer: &str, name: &str) -> proto::GenerateResponse {
-    app.tokens(bearer)
-        .await
-        .generate(generate_req(name, &[]))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// Audit events of `tenant` (through its admin `bearer`) with `action` on `target`.
 async fn events(
     app: &TestApp,
@@ -160,6 +151,27 @@ async fn events(
         .collect()
 }
 
+/// Sets the admin's tenant to retire tokens left unused for a day.
+async fn retire_after_a_day(app: &TestApp) -> proto::Tenant {
+    app.directory(&app.admin)
+        .await
+        .update_tenant(proto::UpdateTenantRequest {
+            tenant: Some(proto::Tenant {
+                revoke_unused_after: Some(prost_types::Duration {
+                    seconds: 86_400,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask {
+                paths: vec!["revoke_unused_after".into()],
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
 async fn valid_on(app: &TestApp, token: &str) -> proto::ValidateResponse {
     app.validate(token, Namespace::Api, &[]).await
 }
@@ -169,10 +181,10 @@ async fn a_signed_report_revokes_live_tokens_everywhere_and_labels_each_string()
     let scanner = Scanner::new("key-2026");
     let a = scanning(&scanner).await;
     let b = a.replica().await;
-    let leaked = generate(&a, &a.admin, "leaked").await;
+    let leaked = a.mint(&a.admin, "leaked").await;
     let leaked_id = leaked.token.as_ref().unwrap().id.clone();
-    let other = generate(&a, &a.admin, "kept").await;
-    let revoked = generate(&a, &a.admin, "revoked already").await;
+    let other = a.mint(&a.admin, "kept").await;
+    let revoked = a.mint(&a.admin, "revoked already").await;
     a.tokens(&a.admin)
         .await
         .revoke(proto::RevokeRequest {
@@ -182,7 +194,7 @@ async fn a_signed_report_revokes_live_tokens_everywhere_and_labels_each_string()
         .unwrap();
     // Another tenant's token: leaks are global.
     let fabrikam_admin = a.bootstrap_tenant("fabrikam", "root@fabrikam.com").await;
-    let foreign = generate(&a, &fabrikam_admin, "foreign").await;
+    let foreign = a.mint(&fabrikam_admin, "foreign").await;
     let foreign_id = foreign.token.as_ref().unwrap().id.clone();
     // A string with a real id and a forged secret: someone published it to get the token
     // killed; its secret did not leak.
@@ -280,7 +292,7 @@ async fn a_report_that_does_not_verify_is_401_and_revokes_nothing() {
     let scanner = Scanner::new("key-2026");
     let impostor = Scanner::new("key-2026");
     let app = scanning(&scanner).await;
-    let t = generate(&app, &app.admin, "victim").await;
+    let t = app.mint(&app.admin, "victim").await;
     let body = report_body(&[&t.secret]);
     let tampered = body.replace("content", "commit");
     let cases = [
@@ -343,10 +355,10 @@ async fn without_keys_the_report_endpoint_is_off() {
 #[tokio::test(flavor = "multi_thread")]
 async fn whoever_holds_a_token_may_revoke_it_and_learns_nothing_else() {
     let app = TestApp::spawn().await;
-    let live = generate(&app, &app.admin, "live").await;
+    let live = app.mint(&app.admin, "live").await;
     let live_id = live.token.as_ref().unwrap().id.clone();
-    let kept = generate(&app, &app.admin, "kept").await;
-    let dead = generate(&app, &app.admin, "dead").await;
+    let kept = app.mint(&app.admin, "kept").await;
+    let dead = app.mint(&app.admin, "dead").await;
     app.tokens(&app.admin)
         .await
         .revoke(proto::RevokeRequest {
@@ -355,7 +367,7 @@ async fn whoever_holds_a_token_may_revoke_it_and_learns_nothing_else() {
         .await
         .unwrap();
     let fabrikam = app.bootstrap_tenant("fabrikam", "root@fabrikam.com").await;
-    let foreign = generate(&app, &fabrikam, "foreign").await;
+    let foreign = app.mint(&fabrikam, "foreign").await;
     let forged = crate::tokens::forge(&format!("{}{}", &kept.secret[..26], "B".repeat(43)));
     let mut anyone = proto::token_service_client::TokenServiceClient::new(app.channel().await);
     let strings = vec![
@@ -862,31 +874,16 @@ async fn two_replicas_retire_each_unused_token_once() {
             "tenant.revoke_unused_after",
         );
     }
-    let tenant = dir
-        .update_tenant(proto::UpdateTenantRequest {
-            tenant: Some(proto::Tenant {
-                revoke_unused_after: Some(prost_types::Duration {
-                    seconds: 86_400,
-                    nanos: 0,
-                }),
-                ..Default::default()
-            }),
-            update_mask: Some(prost_types::FieldMask {
-                paths: vec!["revoke_unused_after".into()],
-            }),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let tenant = retire_after_a_day(&a).await;
     assert_eq!(tenant.revoke_unused_after.unwrap().seconds, 86_400);
 
     // t0: the admin's token (used by every call above: never stale) and five new ones.
     let mut never_used = Vec::new();
     for i in 0..3 {
-        never_used.push(generate(&a, &a.admin, &format!("idle-{i}")).await);
+        never_used.push(a.mint(&a.admin, &format!("idle-{i}")).await);
     }
-    let used = generate(&a, &a.admin, "used").await;
-    let used_late = generate(&a, &a.admin, "used-late").await;
+    let used = a.mint(&a.admin, "used").await;
+    let used_late = a.mint(&a.admin, "used-late").await;
     a.clock.advance(TimeDelta::hours(12));
     assert!(valid_on(&a, &used.secret).await.valid);
     // t0+12h: within 13 hours the policy retires the never-used ones, not the one just used.
@@ -961,4 +958,44 @@ async fn two_replicas_retire_each_unused_token_once() {
             e[0].detail
         );
     }
+}
+
+/// The sweeper leaves alone a token with a use this replica holds in memory, and does not
+/// write that use out: last-use times are written by the flush alone (every flush interval,
+/// before a List, at shutdown), so a sweep every minute does not make every pending use a
+/// database write every minute.
+///
+/// The database is read directly rather than through a second replica: a replica's sweep
+/// trusts that no use is held anywhere for longer than the flush interval, which the test
+/// clock's jumps break on purpose here, so a second replica would rightly retire the token.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_use_held_in_memory_keeps_its_token_from_retirement_without_a_write() {
+    let a = TestApp::spawn_with(Transport::Tls, |s| {
+        s.retirement_sweep_interval = Duration::from_millis(20);
+    })
+    .await;
+    retire_after_a_day(&a).await;
+    let held = a.mint(&a.admin, "held").await;
+    let id = &held.token.as_ref().unwrap().id;
+    let stored = |condition: &str| {
+        let sql = format!("SELECT COUNT(*) FROM tokens WHERE id = '{id}' AND {condition}");
+        let url = a.db_url.clone();
+        async move { crate::storage::number(&url, &sql).await }
+    };
+    // Used on A shortly before the policy's day (plus the tests' hour of flush interval)
+    // is up; then, by the database, it has not been used for more than a day and an hour.
+    a.clock.advance(TimeDelta::minutes(24 * 60 + 30));
+    assert!(valid_on(&a, &held.secret).await.valid);
+    a.clock.advance(TimeDelta::minutes(90));
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(valid_on(&a, &held.secret).await.valid, "retired");
+    assert_eq!(stored("revoked_at IS NULL").await, 1, "retired");
+    assert_eq!(
+        stored("last_used_at IS NOT NULL").await,
+        0,
+        "written by a sweep"
+    );
+    // A's List writes it.
+    assert!(a.last_use_of("held").await.is_some());
+    assert_eq!(stored("last_used_at IS NOT NULL").await, 1, "not flushed");
 }
