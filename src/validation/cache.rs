@@ -194,9 +194,17 @@ impl ValidationCache {
         now.saturating_sub(self.fresh_at_ms.load(Ordering::Relaxed)) <= self.stale_after_ms
     }
 
-    /// Records a successful read of the change log.
-    pub(super) fn mark_fresh(&self) {
-        self.fresh_at_ms.store(self.now_ms(), Ordering::Relaxed);
+    /// The moment a read of the change log begins, on the cache's clock.
+    pub(super) fn read_begins(&self) -> u64 {
+        self.now_ms()
+    }
+
+    /// Records that every change committed before `began` (from [`Self::read_begins`]) has
+    /// been applied. The trust window runs from when that read began, not from when it
+    /// ended: a slow read must not stretch it, so whatever the load, an answer from memory is
+    /// never older than `stale_after`.
+    pub(super) fn mark_fresh(&self, began: u64) {
+        self.fresh_at_ms.fetch_max(began, Ordering::Relaxed);
     }
 
     fn slot(&self, of: impl Hash) -> &AtomicU64 {
@@ -401,12 +409,20 @@ mod tests {
         assert!(c.is_suspect(&key(&b)));
         // The trust window: without a read of the change log for over `stale_after`, nothing
         // cached is used.
+        let began = c.read_begins();
         ticker.advance(Duration::from_millis(1001));
         assert!(matches!(c.token(&a), Lookup::Miss), "not trusted any more");
-        c.mark_fresh();
+        c.mark_fresh(began);
+        assert!(
+            matches!(c.token(&a), Lookup::Miss),
+            "a read that began over `stale_after` ago renews nothing"
+        );
+        c.mark_fresh(c.read_begins());
         assert!(matches!(c.token(&a), Lookup::Absent), "trusted again");
+        c.mark_fresh(began);
+        assert!(matches!(c.token(&a), Lookup::Absent), "never moved back");
         ticker.advance(Duration::from_secs(4));
-        c.mark_fresh();
+        c.mark_fresh(c.read_begins());
         assert!(matches!(c.token(&a), Lookup::Miss), "absent for 5 s only");
         assert!(c.is_suspect(&key(&b)));
         ticker.advance(SUSPECT_FOR);

@@ -141,12 +141,18 @@ struct Follower {
 
 impl Follower {
     /// Reads what is new above the highest number and what appeared in the holes, and drops
-    /// what each change names from the cache.
-    async fn follow(&mut self, mark: &mut Watermark) -> Result<(), crate::store::StoreError> {
+    /// what each change names from the cache. Answers whether that read took in every change
+    /// committed before it began: not when a query filled its batch, or when there were
+    /// more holes than one query asks about.
+    async fn follow(&mut self, mark: &mut Watermark) -> Result<bool, crate::store::StoreError> {
         let holes = mark.oldest_holes();
+        let mut complete = mark.holes.len() <= HOLES_PER_QUERY;
         let mut rows = self.store.changes_after(mark.high, BATCH).await?;
+        complete &= (rows.len() as u64) < BATCH;
         if !holes.is_empty() {
-            rows.extend(self.store.changes_in(&holes, BATCH).await?);
+            let appeared = self.store.changes_in(&holes, BATCH).await?;
+            complete &= (appeared.len() as u64) < BATCH;
+            rows.extend(appeared);
         }
         let now = Instant::now();
         let mut oldest = None;
@@ -165,24 +171,33 @@ impl Follower {
             m.change_log_lag.set(lag as f64 / 1e6);
             m.change_log_last_poll.set(now as f64 / 1e6);
         }
-        Ok(())
+        Ok(complete)
     }
 
     async fn poll(&mut self) {
+        let began = self.cache.read_begins();
+        // The first read only finds where the log stands: changes still open below it are
+        // taken in by the next, so it renews no trust.
         let read = match self.mark.take() {
             None => self
                 .store
                 .last_change()
                 .await
-                .map(|seq| Watermark::starting_at(seq, Instant::now())),
-            Some(mut mark) => self.follow(&mut mark).await.map(|()| mark),
+                .map(|seq| (Watermark::starting_at(seq, Instant::now()), false)),
+            Some(mut mark) => self
+                .follow(&mut mark)
+                .await
+                .map(|complete| (mark, complete)),
         };
-        let read = read.map(|mark| {
+        let read = read.map(|(mark, complete)| {
             self.mark = Some(mark);
+            complete
         });
         match read {
-            Ok(()) => {
-                self.cache.mark_fresh();
+            Ok(complete) => {
+                if complete {
+                    self.cache.mark_fresh(began);
+                }
                 if self.failing {
                     tracing::info!("following the change log again");
                     self.failing = false;
@@ -212,6 +227,73 @@ impl Follower {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::TokenId;
+    use crate::store::DbOptions;
+    use crate::validation::cache::{CacheSettings, Lookup, Ticker};
+    use sea_orm::ConnectionTrait;
+
+    /// Answers from memory are trusted again only after a read that took in every change
+    /// committed before it began: not the first read, which only finds where the log
+    /// stands, nor one whose query filled its batch (more changes wait behind it).
+    #[tokio::test]
+    async fn only_a_read_that_caught_up_renews_trust() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("j.db").display());
+        let options = DbOptions {
+            max_connections: 2,
+            connect_timeout: Duration::from_secs(5),
+            create: true,
+        };
+        let store = Store::connect(&url, &options).await.unwrap();
+        store.migrate().await.unwrap();
+        let settings = CacheSettings {
+            capacity: 100,
+            ttl: Duration::from_secs(60),
+            negative_capacity: 100,
+            negative_ttl: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(100),
+            stale_after: Duration::from_secs(1),
+        };
+        let ticker = Ticker::manual();
+        let cache = Arc::new(ValidationCache::new(&settings, ticker.clone()));
+        // Whether the cache answers from memory: an id remembered as absent is found.
+        let probe = TokenId::parse(&"P".repeat(22)).unwrap();
+        let trusted = || {
+            cache.remember_absent(cache.token_epoch(&probe), &probe);
+            matches!(cache.token(&probe), Lookup::Absent)
+        };
+        let mut follower = Follower {
+            store,
+            cache: cache.clone(),
+            mark: None,
+            failing: false,
+            last_prune: Instant::now(),
+        };
+        let past_trust = Duration::from_millis(1001);
+
+        assert!(trusted(), "for stale_after from its creation");
+        ticker.advance(past_trust);
+        assert!(!trusted());
+        follower.poll().await;
+        assert!(!trusted(), "the first read renews nothing");
+        follower.poll().await;
+        assert!(trusted(), "the second took in everything since the first");
+
+        let db = sea_orm::Database::connect(&url).await.unwrap();
+        db.execute_unprepared(&format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i <= {BATCH}) \
+             INSERT INTO changes (kind, tenant_id, key, at) \
+             SELECT 'token', '', 'BBBBBBBBBBBBBBBBBBBBBB', 0 FROM n"
+        ))
+        .await
+        .unwrap();
+        ticker.advance(past_trust);
+        follower.poll().await;
+        assert!(!trusted(), "a read that filled its batch renews nothing");
+        follower.poll().await;
+        assert!(trusted(), "caught up");
+        db.close().await.unwrap();
+    }
 
     #[test]
     fn watermark_waits_for_late_commits() {

@@ -21,6 +21,38 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
+/// docs/contract.md, Replicas: an answer from any replica reflects every change
+/// acknowledged more than this before the call reached it.
+pub const PROPAGATION: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Asks `check` until it holds, and returns when the check that held was sent, counted from
+/// `since` (taken once the change was acknowledged). A check that does not hold fails the
+/// test only if it was *sent* more than [`PROPAGATION`] after `since` (plus 2 ms for the
+/// server's millisecond clock): the contract bounds how old an answer may be, which the
+/// server enforces on its own clock, not how fast a reply travels on a busy machine.
+pub async fn within_propagation<F, Fut>(
+    what: &str,
+    since: std::time::Instant,
+    mut check: F,
+) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = PROPAGATION + std::time::Duration::from_millis(2);
+    loop {
+        let sent = since.elapsed();
+        if check().await {
+            return sent;
+        }
+        assert!(
+            sent < deadline,
+            "{what}: a call sent {sent:?} after the change still did not see it"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}
+
 pub const TENANT: &str = "contoso";
 pub const ADMIN: &str = "admin@contoso.com";
 

@@ -141,8 +141,10 @@ async fn a_blackholed_database_is_unavailable_within_the_timeout_on_postgres() {
         let r = admin.list(proto::ListRequest::default()).await;
         let took = start.elapsed();
         assert_code(r, Code::Unavailable, "");
+        // A second of slack for a busy machine: a blackholed connection left to itself
+        // hangs for minutes.
         assert!(
-            took <= timeout + Duration::from_millis(300),
+            took <= timeout + Duration::from_secs(1),
             "answered after {took:?}, the timeout is {timeout:?}"
         );
     }
@@ -168,17 +170,18 @@ async fn a_blackholed_database_is_unavailable_within_the_timeout_on_postgres() {
 #[tokio::test]
 async fn health_says_not_serving_while_draining() {
     let mut app = TestApp::spawn_with(Transport::Plain, |s| {
-        s.shutdown_delay = Duration::from_secs(2);
+        s.shutdown_delay = Duration::from_secs(4);
     })
     .await;
     assert_eq!(app.health("jeton.v1.TokenService").await.unwrap(), SERVING);
 
     app.signal_stop();
+    // Well inside the delay, whatever the machine's load.
     health_becomes(
         &app,
         "jeton.v1.TokenService",
         NOT_SERVING,
-        Duration::from_secs(1),
+        Duration::from_millis(2500),
     )
     .await;
     assert_eq!(app.health("").await.unwrap(), NOT_SERVING);
@@ -190,7 +193,7 @@ async fn health_says_not_serving_while_draining() {
     let start = Instant::now();
     while !app.is_stopped() {
         assert!(
-            start.elapsed() < Duration::from_secs(5),
+            start.elapsed() < Duration::from_secs(10),
             "stops after the delay"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
