@@ -379,10 +379,9 @@ impl ValidationCache {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn settings() -> CacheSettings {
+impl CacheSettings {
+    /// Small sizes with the product's lifetimes and one-second trust window.
+    pub(super) fn for_tests() -> Self {
         CacheSettings {
             capacity: 100,
             ttl: Duration::from_secs(60),
@@ -391,6 +390,15 @@ mod tests {
             poll_interval: Duration::from_millis(100),
             stale_after: Duration::from_secs(1),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> CacheSettings {
+        CacheSettings::for_tests()
     }
 
     fn id(c: char) -> TokenId {

@@ -246,16 +246,11 @@ mod tests {
         };
         let store = Store::connect(&url, &options).await.unwrap();
         store.migrate().await.unwrap();
-        let settings = CacheSettings {
-            capacity: 100,
-            ttl: Duration::from_secs(60),
-            negative_capacity: 100,
-            negative_ttl: Duration::from_secs(5),
-            poll_interval: Duration::from_millis(100),
-            stale_after: Duration::from_secs(1),
-        };
         let ticker = Ticker::manual();
-        let cache = Arc::new(ValidationCache::new(&settings, ticker.clone()));
+        let cache = Arc::new(ValidationCache::new(
+            &CacheSettings::for_tests(),
+            ticker.clone(),
+        ));
         // Whether the cache answers from memory: an id remembered as absent is found.
         let probe = TokenId::parse(&"P".repeat(22)).unwrap();
         let trusted = || {
