@@ -166,18 +166,11 @@ pub(crate) fn start_flushing(last_use: Arc<LastUse>, every: Duration) -> Task {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::DbOptions;
 
     #[tokio::test]
     async fn the_newest_minute_per_token_is_kept_across_shards() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("j.db").display());
-        let options = DbOptions {
-            max_connections: 1,
-            connect_timeout: Duration::from_secs(5),
-            create: true,
-        };
-        let lu = LastUse::new(Store::connect(&url, &options).await.unwrap());
+        let lu = LastUse::new(Store::sqlite_in(dir.path()).await);
         let ids: Vec<TokenId> = (0..40)
             .map(|i| TokenId::parse(&format!("{i:0>22}")).unwrap())
             .collect();

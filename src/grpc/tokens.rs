@@ -13,8 +13,9 @@ use tonic::{Request, Response, Status};
 /// Most strings in one `RevokeLeaked`.
 pub(crate) const MAX_LEAKED: usize = 1000;
 /// Strings one client address may send to `RevokeLeaked` per minute (one full call).
-/// (Evaluated at compile time: a zero here would fail the build, not a request.)
-const LEAKED_PER_MINUTE: NonZeroU32 = NonZeroU32::new(MAX_LEAKED as u32).unwrap();
+/// Built without a fallible step: 1 + (MAX_LEAKED - 1), computed at compile time (a zero
+/// MAX_LEAKED would be an overflow there, failing the build).
+const LEAKED_PER_MINUTE: NonZeroU32 = NonZeroU32::MIN.saturating_add(MAX_LEAKED as u32 - 1);
 /// Addresses remembered by the limiter before idle ones are forgotten.
 const LIMITER_ADDRESSES: usize = 10_000;
 

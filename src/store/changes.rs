@@ -122,3 +122,18 @@ fn change_row(r: change::Model) -> ChangeRow {
         },
     }
 }
+
+#[cfg(test)]
+impl Store {
+    /// Appends `n` changes of one token that does not exist, in one statement: a burst of
+    /// writes made elsewhere, as a follower sees it.
+    pub(crate) async fn append_burst(&self, n: u64) -> Result<()> {
+        let sql = format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {n}) \
+             INSERT INTO changes (kind, tenant_id, key, at) \
+             SELECT '{TOKEN}', '', 'BBBBBBBBBBBBBBBBBBBBBB', 0 FROM n"
+        );
+        self.conn().execute_unprepared(&sql).await?;
+        Ok(())
+    }
+}

@@ -434,3 +434,19 @@ where
         .collect::<Result<_>>()?;
     Ok(Page { items, more })
 }
+
+#[cfg(test)]
+impl Store {
+    /// A new, migrated SQLite database in `dir`, for unit tests.
+    pub(crate) async fn sqlite_in(dir: &std::path::Path) -> Store {
+        let url = format!("sqlite://{}", dir.join("j.db").display());
+        let options = DbOptions {
+            max_connections: 2,
+            connect_timeout: std::time::Duration::from_secs(5),
+            create: true,
+        };
+        let store = Store::connect(&url, &options).await.unwrap();
+        store.migrate().await.unwrap();
+        store
+    }
+}

@@ -371,7 +371,6 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::DbOptions;
     use sea_orm::{ConnectionTrait, DbBackend, QueryTrait, Statement};
 
     /// Every `List` filter on SQLite walks the page's index in creation order: no plan sorts
@@ -380,14 +379,7 @@ mod tests {
     #[tokio::test]
     async fn list_pages_are_read_in_index_order_whatever_the_filter() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("j.db").display());
-        let options = DbOptions {
-            max_connections: 1,
-            connect_timeout: std::time::Duration::from_secs(5),
-            create: true,
-        };
-        let store = Store::connect(&url, &options).await.unwrap();
-        store.migrate().await.unwrap();
+        let store = Store::sqlite_in(dir.path()).await;
         let tenant = TenantId::parse("contoso").unwrap();
         let subject = Subject::from_parsed("alice");
         let id = TokenId::parse(&"a".repeat(22)).unwrap();

@@ -226,13 +226,20 @@ impl ValidationCache {
     /// Keeps what a load found, unless an invalidation of its slot came since it started
     /// (`epoch`). Checked again after the insert: an invalidation between the check and the
     /// insert would otherwise have removed nothing and left the old answer behind.
-    fn keep(&self, slot: &AtomicU64, epoch: u64, insert: impl FnOnce(), remove: impl FnOnce()) {
+    fn keep<K, Q, V>(&self, map: &Cache<K, V>, k: &Q, epoch: u64, entry: impl FnOnce() -> (K, V))
+    where
+        K: Eq + Hash,
+        V: Clone,
+        Q: Hash + Equivalent<K> + ?Sized,
+    {
+        let slot = self.slot(k);
         if slot.load(Ordering::SeqCst) != epoch {
             return;
         }
-        insert();
+        let (key, value) = entry();
+        map.insert(key, value);
         if slot.load(Ordering::SeqCst) != epoch {
-            remove();
+            map.remove(k);
         }
     }
 
@@ -269,14 +276,7 @@ impl ValidationCache {
         };
         let v = Arc::new(Verified::new(token, tenant, secret, self.now_ms()));
         let k = v.id;
-        self.keep(
-            self.slot(k),
-            epoch,
-            || self.tokens.insert(k, v.clone()),
-            || {
-                self.tokens.remove(&k);
-            },
-        );
+        self.keep(&self.tokens, &k, epoch, || (k, v.clone()));
         v
     }
 
@@ -294,14 +294,7 @@ impl ValidationCache {
 
     pub(super) fn remember_absent(&self, epoch: u64, id: &TokenId) {
         let k = key(id);
-        self.keep(
-            self.slot(k),
-            epoch,
-            || self.absent.insert(k, self.now_ms()),
-            || {
-                self.absent.remove(&k);
-            },
-        );
+        self.keep(&self.absent, &k, epoch, || (k, self.now_ms()));
     }
 
     /// `Some(None)`: known to have no such principal.
@@ -325,17 +318,9 @@ impl ValidationCache {
     ) -> Option<Arc<Principal>> {
         let p = p.map(Arc::new);
         let k = owner(tenant, id.as_str());
-        self.keep(
-            self.slot(&k),
-            epoch,
-            || {
-                self.principals
-                    .insert(k.owned(), (p.clone(), self.now_ms()))
-            },
-            || {
-                self.principals.remove(&k);
-            },
-        );
+        self.keep(&self.principals, &k, epoch, || {
+            (k.owned(), (p.clone(), self.now_ms()))
+        });
         p
     }
 
@@ -482,17 +467,11 @@ mod tests {
 
         let k = key(&b);
         let eb = c.token_epoch(&b);
-        c.keep(
-            c.slot(k),
-            eb,
-            || {
-                c.invalidate(&Changed::Token(b.clone()));
-                c.absent.insert(k, c.now_ms());
-            },
-            || {
-                c.absent.remove(&k);
-            },
-        );
+        c.keep(&c.absent, &k, eb, || {
+            // An invalidation after the check, before the insert.
+            c.invalidate(&Changed::Token(b.clone()));
+            (k, c.now_ms())
+        });
         assert!(
             matches!(c.token(&b), Lookup::Miss),
             "removed after the insert"

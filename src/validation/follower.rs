@@ -114,7 +114,7 @@ pub(super) fn start(store: Store, cache: Arc<ValidationCache>, every: Duration) 
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut follower = Follower {
-            store,
+            store: store.clone(),
             cache,
             mark: None,
             failing: false,
@@ -228,9 +228,7 @@ impl Follower {
 mod tests {
     use super::*;
     use crate::domain::TokenId;
-    use crate::store::DbOptions;
     use crate::validation::cache::{CacheSettings, Lookup, Ticker};
-    use sea_orm::ConnectionTrait;
 
     /// Answers from memory are trusted again only after a read that took in every change
     /// committed before it began: not the first read, which only finds where the log
@@ -238,14 +236,7 @@ mod tests {
     #[tokio::test]
     async fn only_a_read_that_caught_up_renews_trust() {
         let dir = tempfile::tempdir().unwrap();
-        let url = format!("sqlite://{}", dir.path().join("j.db").display());
-        let options = DbOptions {
-            max_connections: 2,
-            connect_timeout: Duration::from_secs(5),
-            create: true,
-        };
-        let store = Store::connect(&url, &options).await.unwrap();
-        store.migrate().await.unwrap();
+        let store = Store::sqlite_in(dir.path()).await;
         let ticker = Ticker::manual();
         let cache = Arc::new(ValidationCache::new(
             &CacheSettings::for_tests(),
@@ -258,7 +249,7 @@ mod tests {
             matches!(cache.token(&probe), Lookup::Absent)
         };
         let mut follower = Follower {
-            store,
+            store: store.clone(),
             cache: cache.clone(),
             mark: None,
             failing: false,
@@ -274,20 +265,12 @@ mod tests {
         follower.poll().await;
         assert!(trusted(), "the second took in everything since the first");
 
-        let db = sea_orm::Database::connect(&url).await.unwrap();
-        db.execute_unprepared(&format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i <= {BATCH}) \
-             INSERT INTO changes (kind, tenant_id, key, at) \
-             SELECT 'token', '', 'BBBBBBBBBBBBBBBBBBBBBB', 0 FROM n"
-        ))
-        .await
-        .unwrap();
+        store.append_burst(BATCH + 1).await.unwrap();
         ticker.advance(past_trust);
         follower.poll().await;
         assert!(!trusted(), "a read that filled its batch renews nothing");
         follower.poll().await;
         assert!(trusted(), "caught up");
-        db.close().await.unwrap();
     }
 
     #[test]
