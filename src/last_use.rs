@@ -14,7 +14,7 @@ use crate::background::Task;
 use crate::domain::TokenId;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,6 +30,11 @@ fn key(id: &TokenId) -> Key {
     let n = b.len().min(k.len());
     k[..n].copy_from_slice(&b[..n]);
     k
+}
+
+/// Locks `m`; a panic elsewhere while it was held left nothing half-written worth refusing.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The pending map's hasher: fast, and seeded per process.
@@ -48,6 +53,9 @@ pub(crate) struct LastUse {
     store: Store,
     /// Newest minute of use per token, by shard.
     pending: [Mutex<HashMap<Key, Minute, Hasher>>; SHARDS],
+    /// The tokens of the batch a flush has taken out of `pending` and is writing: a use
+    /// there is still held here (see [`Self::is_pending`]) until the write has committed.
+    writing: Mutex<HashSet<Key, Hasher>>,
     /// Serialises flushes so that a batch taken out of `pending` is written before the next.
     flushing: tokio::sync::Mutex<()>,
 }
@@ -57,6 +65,7 @@ impl LastUse {
         Self {
             store,
             pending: std::array::from_fn(|_| Mutex::default()),
+            writing: Mutex::default(),
             flushing: tokio::sync::Mutex::new(()),
         }
     }
@@ -69,42 +78,32 @@ impl LastUse {
     pub(crate) fn record(&self, id: &TokenId, at: DateTime<Utc>) {
         let k = key(id);
         let minute = minute(at);
-        let mut pending = self.shard(&k).lock().unwrap_or_else(|e| e.into_inner());
+        let mut pending = lock(self.shard(&k));
         let t = pending.entry(k).or_insert(minute);
         if *t < minute {
             *t = minute;
         }
     }
 
-    /// Runs `f` with no flush under way: a flush takes its batch out of the pending map
-    /// before writing it, so while it runs a use is neither pending nor written.
-    pub(crate) async fn between_flushes<T>(&self, f: impl std::future::Future<Output = T>) -> T {
-        let _turn = self.flushing.lock().await;
-        f.await
-    }
-
-    /// Whether a use of `id` is held here, not yet written.
+    /// Whether a use of `id` is held here, not yet written: pending, or in the batch a flush
+    /// is writing. (Pending first: a flush moves a batch from `pending` to `writing` under
+    /// the `writing` lock, so a use missed in the first is found in the second.)
     pub(crate) fn is_pending(&self, id: &TokenId) -> bool {
         let k = key(id);
-        self.shard(&k)
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&k)
+        let pending = lock(self.shard(&k)).contains_key(&k);
+        pending || lock(&self.writing).contains(&k)
     }
 
     /// How many tokens have a use not yet written.
     pub(crate) fn pending(&self) -> usize {
-        self.pending
-            .iter()
-            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
-            .sum()
+        self.pending.iter().map(|s| lock(s).len()).sum()
     }
 
     /// Takes every pending time out (releasing the maps' memory after a burst).
     fn take(&self) -> Vec<(TokenId, DateTime<Utc>)> {
         let mut batch = Vec::new();
         for shard in &self.pending {
-            let taken = std::mem::take(&mut *shard.lock().unwrap_or_else(|e| e.into_inner()));
+            let taken = std::mem::take(&mut *lock(shard));
             batch.extend(taken.into_iter().filter_map(|(k, minute)| {
                 let id = TokenId::parse(std::str::from_utf8(&k).ok()?).ok()?;
                 Some((id, DateTime::from_timestamp(minute.checked_mul(60)?, 0)?))
@@ -113,11 +112,25 @@ impl LastUse {
         batch
     }
 
+    /// Takes the pending times out for writing; their tokens stay pending to
+    /// [`Self::is_pending`] until [`Self::written`].
+    fn take_for_writing(&self) -> Vec<(TokenId, DateTime<Utc>)> {
+        let mut writing = lock(&self.writing);
+        let batch = self.take();
+        writing.extend(batch.iter().map(|(id, _)| key(id)));
+        batch
+    }
+
+    /// The batch taken for writing is in the database, or back in `pending`.
+    fn written(&self) {
+        std::mem::take(&mut *lock(&self.writing));
+    }
+
     /// Writes every pending time. On failure the batch is put back (keeping newer times that
     /// arrived meanwhile) for the next attempt.
     pub(crate) async fn flush(&self) -> Result<u64, StoreError> {
         let _turn = self.flushing.lock().await;
-        let batch = self.take();
+        let batch = self.take_for_writing();
         if batch.is_empty() {
             return Ok(0);
         }
@@ -127,15 +140,13 @@ impl LastUse {
             m.last_use_flush_seconds
                 .record(start.elapsed().as_secs_f64());
         }
-        match written {
-            Ok(n) => Ok(n),
-            Err(e) => {
-                for (id, at) in &batch {
-                    self.record(id, *at);
-                }
-                Err(e)
+        if written.is_err() {
+            for (id, at) in &batch {
+                self.record(id, *at);
             }
         }
+        self.written();
+        written
     }
 }
 
@@ -166,6 +177,28 @@ pub(crate) fn start_flushing(last_use: Arc<LastUse>, every: Duration) -> Task {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The retirement sweeper asks `is_pending` while a flush may be writing: a use is held
+    /// from its record until the flush that writes it is done, with no moment in between.
+    #[tokio::test]
+    async fn a_use_stays_pending_while_its_flush_writes_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let lu = LastUse::new(Store::sqlite_in(dir.path()).await);
+        let id = TokenId::parse(&"u".repeat(22)).unwrap();
+        assert!(!lu.is_pending(&id));
+        lu.record(&id, Utc::now());
+        assert!(lu.is_pending(&id));
+        let batch = lu.take_for_writing();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(lu.pending(), 0, "out of the pending map");
+        assert!(lu.is_pending(&id), "still held while it is written");
+        lu.written();
+        assert!(!lu.is_pending(&id));
+        // A whole flush leaves nothing held (the row does not exist: nothing to update).
+        lu.record(&id, Utc::now());
+        lu.flush().await.unwrap();
+        assert!(!lu.is_pending(&id));
+    }
 
     #[tokio::test]
     async fn the_newest_minute_per_token_is_kept_across_shards() {

@@ -6,7 +6,7 @@
 use super::{Core, Error, Result};
 use crate::domain::{
     Actor, AuditAction, AuditEvent, Namespace, PrincipalId, Reason, ScopeSet, TIME_ACTOR, TenantId,
-    Token, TokenString, address_allowed, judge,
+    Token, TokenId, TokenString, address_allowed, judge,
 };
 use crate::last_use;
 use crate::validation::Verified;
@@ -113,7 +113,7 @@ impl Access {
                 now,
             ) {
                 Ok(effective) => {
-                    note_use(core, &entry, &token, now);
+                    note_use(core, &entry, &token.id, now);
                     token.last_used_at = Some(now);
                     Ok(Validated {
                         token: core.view(token),
@@ -152,7 +152,7 @@ impl Access {
             ));
         }
         let owner = core.validator.owner(&token).await?.ok_or(BAD)?;
-        note_use(core, &entry, &token, now);
+        note_use(core, &entry, &token.id, now);
         tracing::Span::current().record("tenant", owner.tenant.as_str());
         Ok(Actor {
             scopes: token.scopes.intersect(owner.scopes_at(now)),
@@ -245,9 +245,9 @@ impl Access {
 
 /// Records a good use of `token` for the last-use buffer: once a minute per cached entry,
 /// since stored last-use times are kept to the minute (rule 4).
-fn note_use(core: &Core, entry: &Verified, token: &Token, now: chrono::DateTime<chrono::Utc>) {
+fn note_use(core: &Core, entry: &Verified, id: &TokenId, now: chrono::DateTime<chrono::Utc>) {
     if entry.first_use_in(last_use::minute(now)) {
-        core.last_use.record(&token.id, now);
+        core.last_use.record(id, now);
     }
 }
 

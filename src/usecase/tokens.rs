@@ -367,7 +367,9 @@ impl Tokens {
     /// Starts retiring tokens left unused for their tenant's `revoke_unused_after` every
     /// `every` (at most [`RETIRE_BATCH`] a round; whichever replica gets to a token first
     /// revokes it, once), until the returned task is stopped. A round leaves alone the
-    /// tokens with a use this replica holds and has not written yet — without writing them
+    /// tokens with a use this replica holds and has not written yet (a use a flush is writing
+    /// counts until its write has committed, and the revoking update re-checks the stored
+    /// last use, so no use falls between the two) — without writing them
     /// out, so that `--last-use-flush-interval` stays the only thing that paces last-use
     /// writes (a flush here each round wrote every pending use once a minute); uses seen by
     /// other replicas reach the database within their flush interval, which is why a token
@@ -378,12 +380,11 @@ impl Tokens {
             let core = core.clone();
             async move {
                 let margin = core.policy.retire_margin;
-                let round = core.last_use.between_flushes(core.store.retire_unused(
-                    core.now(),
-                    margin,
-                    RETIRE_BATCH,
-                    |id| core.last_use.is_pending(id),
-                ));
+                let round = core
+                    .store
+                    .retire_unused(core.now(), margin, RETIRE_BATCH, |id| {
+                        core.last_use.is_pending(id)
+                    });
                 match round.await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(tokens = n, "retired tokens left unused"),

@@ -382,10 +382,6 @@ impl CacheSettings {
 mod tests {
     use super::*;
 
-    fn settings() -> CacheSettings {
-        CacheSettings::for_tests()
-    }
-
     fn id(c: char) -> TokenId {
         TokenId::parse(&c.to_string().repeat(22)).unwrap()
     }
@@ -394,7 +390,7 @@ mod tests {
     #[test]
     fn absent_ids_suspects_and_trust_expire_on_the_cache_clock() {
         let ticker = Ticker::manual();
-        let c = ValidationCache::new(&settings(), ticker.clone());
+        let c = ValidationCache::new(&CacheSettings::for_tests(), ticker.clone());
         let (a, b) = (id('a'), id('b'));
         c.remember_absent(c.token_epoch(&a), &a);
         c.suspect(key(&b));
@@ -426,7 +422,7 @@ mod tests {
     /// borrowed key and forgotten by it.
     #[test]
     fn an_invalidation_races_a_load_out_and_principal_keys_match_borrowed() {
-        let c = ValidationCache::new(&settings(), Ticker::manual());
+        let c = ValidationCache::new(&CacheSettings::for_tests(), Ticker::manual());
         let tenant = TenantId::parse("contoso").unwrap();
         let alice = PrincipalId::parse("alice").unwrap();
         let before = c.principal_epoch(&tenant, "alice");
@@ -448,7 +444,7 @@ mod tests {
     /// insert leaves nothing behind.
     #[test]
     fn invalidations_keep_out_loads_of_their_slot_only() {
-        let c = ValidationCache::new(&settings(), Ticker::manual());
+        let c = ValidationCache::new(&CacheSettings::for_tests(), Ticker::manual());
         // Two ids in different slots.
         let a = id('a');
         let b = (b'b'..=b'z')

@@ -114,7 +114,7 @@ pub(super) fn start(store: Store, cache: Arc<ValidationCache>, every: Duration) 
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut follower = Follower {
-            store: store.clone(),
+            store,
             cache,
             mark: None,
             failing: false,
@@ -249,7 +249,7 @@ mod tests {
             matches!(cache.token(&probe), Lookup::Absent)
         };
         let mut follower = Follower {
-            store: store.clone(),
+            store,
             cache: cache.clone(),
             mark: None,
             failing: false,
@@ -265,7 +265,7 @@ mod tests {
         follower.poll().await;
         assert!(trusted(), "the second took in everything since the first");
 
-        store.append_burst(BATCH + 1).await.unwrap();
+        follower.store.append_burst(BATCH + 1).await.unwrap();
         ticker.advance(past_trust);
         follower.poll().await;
         assert!(!trusted(), "a read that filled its batch renews nothing");

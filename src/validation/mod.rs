@@ -235,11 +235,9 @@ mod tests {
     fn settings() -> CacheSettings {
         CacheSettings {
             capacity: 1000,
-            ttl: Duration::from_secs(60),
             negative_capacity: 1000,
-            negative_ttl: Duration::from_secs(5),
             poll_interval: Duration::from_millis(20),
-            stale_after: Duration::from_secs(1),
+            ..CacheSettings::for_tests()
         }
     }
 
