@@ -249,7 +249,7 @@ impl Server {
             source,
         })?;
         let readiness = Readiness::new();
-        let (routes, reporter) = crate::grpc::services(&cases).await?;
+        let (routes, reporter) = crate::grpc::services(&cases, config.db.connect_timeout).await?;
         let mut tasks = vec![
             readiness.start_checking(store.clone()),
             crate::grpc::start_reporting(reporter, readiness.subscribe()),

@@ -10,7 +10,7 @@
 //!   expired token, or one of another namespace; 403 for a role that is not active now or
 //!   scopes that are not enough. The JSON body names the reason, never the token.
 
-use crate::domain::{Namespace, Networks, Reason, ScopeSet, TokenString};
+use crate::domain::{Namespace, Networks, Reason, ScopeSet, Spelled, TokenString};
 use crate::usecase::{ValidateInput, Validated};
 use std::net::{IpAddr, SocketAddr};
 
@@ -26,11 +26,10 @@ pub(crate) const PREFIX: &str = "x-jeton-";
 /// Longest token string looked at; anything longer is malformed without parsing.
 pub(crate) const MAX_TOKEN: usize = 4096;
 
-/// The token in an `authorization` header value: `Bearer <token>` or `Token <token>`.
+/// The token in an `authorization` header value (`domain::bearer`); the adapters treat
+/// any other credential as none at all.
 pub(crate) fn bearer(authorization: &str) -> Option<&str> {
-    let (scheme, token) = authorization.trim().split_once(' ')?;
-    (scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token"))
-        .then(|| token.trim())
+    crate::domain::bearer(authorization).ok()
 }
 
 /// What to validate: the presented string (if any), in `namespace`, needing `required`,
@@ -85,22 +84,13 @@ pub(crate) fn client_address(
     Some(client.to_canonical())
 }
 
-/// A namespace as routes name it: `api`, `log_collector`, `siem` (any case, `-` or `_`).
+/// A namespace as routes name it: `api`, `log_collector`, `siem`, or the proto's name (any
+/// case, `-` or `_`); empty means `api`.
 pub(crate) fn namespace(name: &str) -> Option<Namespace> {
-    match name.trim().to_ascii_lowercase().replace('-', "_").as_str() {
-        "" | "api" | "namespace_api" => Some(Namespace::Api),
-        "log_collector" | "namespace_log_collector" => Some(Namespace::LogCollector),
-        "siem" | "namespace_siem" => Some(Namespace::Siem),
-        _ => None,
-    }
-}
-
-/// The name of a namespace, as routes write it.
-pub(crate) fn namespace_name(ns: Namespace) -> &'static str {
-    match ns {
-        Namespace::Api => "api",
-        Namespace::LogCollector => "log_collector",
-        Namespace::Siem => "siem",
+    if name.trim().is_empty() {
+        Some(Namespace::Api)
+    } else {
+        Namespace::from_name(name)
     }
 }
 
@@ -123,20 +113,6 @@ pub(crate) enum Verdict {
         /// `{"error": …, "reason": …}`.
         body: String,
     },
-}
-
-/// The wire name of a reason.
-pub(crate) fn reason_name(r: Reason) -> &'static str {
-    match r {
-        Reason::Malformed => "malformed",
-        Reason::NotFound => "not_found",
-        Reason::Revoked => "revoked",
-        Reason::Expired => "expired",
-        Reason::WrongNamespace => "wrong_namespace",
-        Reason::RoleInactive => "role_inactive",
-        Reason::InsufficientScope => "insufficient_scope",
-        Reason::AddressNotAllowed => "address_not_allowed",
-    }
 }
 
 impl Verdict {
@@ -175,7 +151,7 @@ impl From<Result<Validated, Reason>> for Verdict {
                     ],
                 }
             }
-            Err(r) => Verdict::deny(r, reason_name(r)),
+            Err(r) => Verdict::deny(r, r.lower_name()),
         }
     }
 }
@@ -185,11 +161,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bearer_schemes_and_route_settings() {
-        assert_eq!(bearer("Bearer abc"), Some("abc"));
-        assert_eq!(bearer("token  abc "), Some("abc"));
-        assert_eq!(bearer("Basic abc"), None);
-        assert_eq!(bearer("Bearer"), None);
+    fn route_settings() {
         assert_eq!(namespace("LOG-COLLECTOR"), Some(Namespace::LogCollector));
         assert_eq!(namespace(""), Some(Namespace::Api));
         assert_eq!(namespace("other"), None);

@@ -8,7 +8,7 @@
 //! Values that are cheap to read but costly to count (cache entries, pool connections,
 //! pending last-use times) are read when Prometheus scrapes.
 
-use crate::domain::{Namespace, Reason};
+use crate::domain::{Namespace, Reason, Spelled};
 use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;
@@ -57,20 +57,8 @@ pub(crate) const CODES: [&str; 17] = [
     "UNAUTHENTICATED",
 ];
 
-/// Outcomes of a validation: valid, or the reason it is not.
-pub(crate) const OUTCOMES: [&str; 9] = [
-    "valid",
-    "malformed",
-    "not_found",
-    "revoked",
-    "expired",
-    "wrong_namespace",
-    "role_inactive",
-    "insufficient_scope",
-    "address_not_allowed",
-];
-
-pub(crate) const NAMESPACES: [&str; 3] = ["api", "log_collector", "siem"];
+/// The outcome label of a good validation; the others are the reasons' lower-case names.
+const VALID: &str = "valid";
 
 /// How a cache lookup of a token id ended.
 #[derive(Debug, Clone, Copy)]
@@ -92,7 +80,8 @@ const LATENCY_BUCKETS: &[f64] = &[
 pub(crate) struct Handles {
     rpc: Vec<[Counter; 17]>,
     rpc_seconds: Vec<Histogram>,
-    validations: [[Counter; 9]; 3],
+    /// By namespace, then outcome, in the spelling tables' order.
+    validations: Vec<Vec<Counter>>,
     cache: [Counter; 4],
     pub(crate) argon2_running: Gauge,
     pub(crate) argon2_waiting: Gauge,
@@ -207,9 +196,17 @@ fn register() -> Handles {
             .iter()
             .map(|m| histogram!("jeton_rpc_duration_seconds", "method" => *m))
             .collect(),
-        validations: NAMESPACES.map(|ns| {
-            OUTCOMES.map(|o| counter!("jeton_validations_total", "namespace" => ns, "outcome" => o))
-        }),
+        validations: Namespace::ALL
+            .iter()
+            .map(|ns| {
+                std::iter::once(VALID)
+                    .chain(Reason::ALL.iter().map(|r| r.lower_name()))
+                    .map(|o| {
+                        counter!("jeton_validations_total", "namespace" => ns.lower_name(), "outcome" => o)
+                    })
+                    .collect()
+            })
+            .collect(),
         cache: LOOKUPS.map(|r| counter!("jeton_cache_lookups_total", "result" => r)),
         argon2_running: gauge!("jeton_argon2_running"),
         argon2_waiting: gauge!("jeton_argon2_waiting"),
@@ -245,23 +242,18 @@ impl Handles {
 
     /// A validation asked in namespace `ns`, and its outcome.
     pub(crate) fn validation(&self, ns: Namespace, outcome: Result<(), Reason>) {
-        let ns = match ns {
-            Namespace::Api => 0,
-            Namespace::LogCollector => 1,
-            Namespace::Siem => 2,
-        };
+        // Label values in the spelling tables' order: "valid", then each reason.
+        let ns = Namespace::ALL.iter().position(|n| *n == ns);
         let outcome = match outcome {
-            Ok(()) => 0,
-            Err(Reason::Malformed) => 1,
-            Err(Reason::NotFound) => 2,
-            Err(Reason::Revoked) => 3,
-            Err(Reason::Expired) => 4,
-            Err(Reason::WrongNamespace) => 5,
-            Err(Reason::RoleInactive) => 6,
-            Err(Reason::InsufficientScope) => 7,
-            Err(Reason::AddressNotAllowed) => 8,
+            Ok(()) => Some(0),
+            Err(r) => Reason::ALL.iter().position(|x| *x == r).map(|i| i + 1),
         };
-        self.validations[ns][outcome].increment(1);
+        if let Some(c) = ns
+            .zip(outcome)
+            .and_then(|(ns, o)| self.validations.get(ns)?.get(o))
+        {
+            c.increment(1);
+        }
     }
 
     pub(crate) fn cache_lookup(&self, result: CacheLookup) {

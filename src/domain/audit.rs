@@ -22,25 +22,6 @@ pub(crate) enum AuditAction {
     TokenLeaked,
 }
 
-impl AuditAction {
-    /// Every action (the store's codec test checks it spells each).
-    #[cfg(test)]
-    pub(crate) const ALL: [AuditAction; 12] = [
-        AuditAction::TokenGenerated,
-        AuditAction::TokenRotated,
-        AuditAction::TokenRevoked,
-        AuditAction::PrincipalCreated,
-        AuditAction::PrincipalChanged,
-        AuditAction::PrincipalDeleted,
-        AuditAction::RoleActivated,
-        AuditAction::RoleDeactivated,
-        AuditAction::ActivationExpired,
-        AuditAction::TenantCreated,
-        AuditAction::TenantChanged,
-        AuditAction::TokenLeaked,
-    ];
-}
-
 /// One event. `seq` is 0 until stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AuditEvent {

@@ -8,12 +8,15 @@
 //! types.
 
 mod audit;
+mod authz;
 mod clock;
+mod credential;
 mod names;
 mod network;
 mod principal;
 mod rules;
 mod scope;
+mod spelling;
 mod token;
 
 // The public part: what the command line, the tests' clock and the test support use.
@@ -22,14 +25,16 @@ pub use names::{ApiUrl, DisplayName, NameError, PrincipalId, TenantId};
 pub use token::{Namespace, TOKEN_LEN, TokenId, TokenString};
 
 pub(crate) use audit::{AuditAction, AuditEvent, TIME_ACTOR};
-pub(crate) use names::{AuditTarget, Justification, Subject, TokenName};
+pub(crate) use authz::{Actor, AdminArea, Denied, Visible};
+pub(crate) use credential::{BadCredential, bearer};
+pub(crate) use names::{AuditTarget, Justification, ReportText, Subject, TokenName};
 pub(crate) use network::Networks;
 pub(crate) use principal::{Assignment, Principal, Role, Tenant};
 pub(crate) use rules::{
-    Actor, Denied, MAX_GRACE, activation_end, address_allowed, judge, rotated_scopes,
-    scopes_for_new_token,
+    LiveAt, MAX_GRACE, activation_end, judge, live, rotated_scopes, scopes_for_new_token,
 };
 pub(crate) use scope::{Scope, ScopeSet};
+pub(crate) use spelling::Spelled;
 pub(crate) use token::{GeneratedToken, Reason, Token, TokenStatus, TokenView, status_of};
 
 /// One page of a listing, and whether another follows.

@@ -251,6 +251,21 @@ impl AuditTarget {
     }
 }
 
+text_type!(
+    /// Free text a leak report carries (where a secret scanner found a token, and which
+    /// scanner): at most 512 characters, under the rule every free text shares.
+    pub(crate) ReportText
+);
+
+impl ReportText {
+    pub(crate) const MAX: usize = 512;
+
+    pub(crate) fn parse(s: &str) -> Result<Self, NameError> {
+        text(s, Self::MAX)?;
+        Ok(Self(s.to_owned()))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +348,15 @@ mod tests {
             Err(NameError::TooLong(256))
         );
         assert_eq!(AuditTarget::parse("a\tb"), Err(NameError::Control));
+        assert_eq!(
+            ReportText::parse("https://github.com/o/r/blob/\u{202e}txt.exe"),
+            Err(NameError::Invisible)
+        );
+        assert_eq!(
+            ReportText::parse(&"x".repeat(513)),
+            Err(NameError::TooLong(512))
+        );
+        assert!(ReportText::parse("https://github.com/o/r/blob/main/.env").is_ok());
         assert!(ApiUrl::parse("https://contoso.example/api").is_ok());
         for bad in ["ftp://x", "https://a b", "contoso.example", ""] {
             assert_eq!(ApiUrl::parse(bad), Err(NameError::NotAnHttpUrl), "{bad}");

@@ -32,6 +32,18 @@ impl Tenant {
             (_, asked) => (asked, false),
         }
     }
+
+    /// The tenant's `revoke_unused_after` policy at `now`: tokens last used (never used:
+    /// generated) at or before the returned instant are due for retirement. `margin` is how
+    /// much longer than the policy a token is left (the time a use seen by another replica
+    /// may take to reach the database). `None`: the tenant retires nothing.
+    pub(crate) fn unused_cutoff(
+        &self,
+        now: DateTime<Utc>,
+        margin: chrono::TimeDelta,
+    ) -> Option<DateTime<Utc>> {
+        self.revoke_unused_after.map(|after| now - after - margin)
+    }
 }
 
 /// A role and the scopes it carries.

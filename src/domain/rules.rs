@@ -1,68 +1,10 @@
-//! The decisions of the contract's rules 2, 3, 5, 7, 8 and 10 (`docs/contract.md`), as functions of plain values.
+//! The decisions of the contract's rules 2, 3, 6, 7 and 9 (`docs/contract.md`), as functions
+//! of plain values: which scopes a new or rotated token carries, whether a token is live, and
+//! what it grants at use. Who may do what to which object is `authz`.
 
-use super::{
-    AuditAction, AuditEvent, Namespace, Principal, PrincipalId, Reason, Scope, ScopeSet, TenantId,
-    Token,
-};
+use super::{Actor, Denied, Namespace, Principal, Reason, ScopeSet, Token};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::net::IpAddr;
-
-/// Who is calling jeton, once authenticated, with the scopes they hold now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Actor {
-    pub(crate) tenant: TenantId,
-    pub(crate) principal: PrincipalId,
-    pub(crate) scopes: ScopeSet,
-}
-
-impl Actor {
-    /// An audit event of a change this actor made.
-    pub(crate) fn event(
-        &self,
-        at: DateTime<Utc>,
-        action: AuditAction,
-        target: &str,
-        detail: impl Into<String>,
-    ) -> AuditEvent {
-        AuditEvent::new(
-            &self.tenant,
-            at,
-            self.principal.as_str(),
-            action,
-            target,
-            detail,
-        )
-    }
-
-    pub(crate) fn is_admin(&self) -> bool {
-        self.scopes.contains(Scope::Admin)
-    }
-
-    /// Rule 5 and 8: admins see every token of their tenant, others only their own API
-    /// tokens; nobody sees another tenant's. Revoked tokens are seen by nobody.
-    pub(crate) fn can_see(&self, token: &Token) -> bool {
-        token.tenant == self.tenant
-            && token.revoked_at.is_none()
-            && (self.is_admin()
-                || (token.namespace == Namespace::Api
-                    && token.subject.as_str() == self.principal.as_str()))
-    }
-}
-
-/// Why a caller may not do what it asked.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum Denied {
-    #[error("the caller holds no scope now (role removed, or eligible and not activated)")]
-    NoScopes,
-    #[error("cannot grant scopes the caller does not hold: {0:?}")]
-    Raise(ScopeSet),
-    #[error("only admins manage log-collector and SIEM tokens")]
-    NotAdmin,
-    #[error("a rotated token's scopes may only narrow: not in the old token: {0:?}")]
-    Widen(ScopeSet),
-    #[error("only admins activate or deactivate another principal's role")]
-    NotSelfOrAdmin,
-}
 
 /// Longest grace period of a rotation.
 pub(crate) const MAX_GRACE: TimeDelta = TimeDelta::days(7);
@@ -90,23 +32,19 @@ pub(crate) fn rotated_scopes(
     scopes_for_new_token(actor, old.namespace, scopes)
 }
 
-/// When an activation of `target`'s eligible role asked by `actor` for `duration` at `now`
-/// ends: extending a running activation never shortens it. The caller checks the bounds of
-/// `duration`.
+/// When an activation of `target`'s eligible role asked for `duration` at `now` ends:
+/// extending a running activation never shortens it. The caller checks who asks
+/// (`Actor::may_change_activation_of`) and the bounds of `duration`.
 pub(crate) fn activation_end(
-    actor: &Actor,
     target: &Principal,
     duration: TimeDelta,
     now: DateTime<Utc>,
-) -> Result<DateTime<Utc>, Denied> {
-    if !(actor.is_admin() || (actor.tenant == target.tenant && actor.principal == target.id)) {
-        return Err(Denied::NotSelfOrAdmin);
-    }
+) -> DateTime<Utc> {
     let end = now + duration;
-    Ok(match target.current_activation_end(now) {
+    match target.current_activation_end(now) {
         Some(running) if running > end => running,
         _ => end,
-    })
+    }
 }
 
 /// Rule 2 (and 7): the scopes of a new token. Empty `requested` means every scope the caller
@@ -117,9 +55,7 @@ pub(crate) fn scopes_for_new_token(
     namespace: Namespace,
     requested: ScopeSet,
 ) -> Result<ScopeSet, Denied> {
-    if namespace != Namespace::Api && !actor.is_admin() {
-        return Err(Denied::NotAdmin);
-    }
+    actor.may_manage(namespace)?;
     if actor.scopes.is_empty() {
         return Err(Denied::NoScopes);
     }
@@ -137,10 +73,44 @@ pub(crate) fn scopes_for_new_token(
     Ok(requested)
 }
 
-/// Whether a token bound to networks may be used from `client`: never without an address
-/// to check (fail closed); always for a token bound to none.
-pub(crate) fn address_allowed(token: &Token, client: Option<IpAddr>) -> bool {
-    token.allowed.is_empty() || client.is_some_and(|a| token.allowed.contains(a))
+/// Live tokens at an instant — neither revoked (rule 6) nor expired (rule 9) — as a filter
+/// that a store applies to its rows as well as a check of one token. The rule of [`live`]
+/// without the client's address, which no stored row knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LiveAt(pub(crate) DateTime<Utc>);
+
+impl LiveAt {
+    /// Whether `token` is live at this instant, and if not, why.
+    pub(crate) fn check(self, token: &Token) -> Result<(), Reason> {
+        if token.revoked_at.is_some() {
+            Err(Reason::Revoked)
+        } else if token.is_expired_at(self.0) {
+            Err(Reason::Expired)
+        } else {
+            Ok(())
+        }
+    }
+
+    pub(crate) fn holds(self, token: &Token) -> bool {
+        self.check(token).is_ok()
+    }
+}
+
+/// Whether `token` may be used at `now` by a client at `client`: live (neither revoked nor
+/// expired) and, if bound to networks, presented from inside one of them — never without an
+/// address to check (fail closed). `Validate`, the adapters and bearer authentication all
+/// ask this; revocation is said before expiry, and both before the address.
+pub(crate) fn live(
+    token: &Token,
+    now: DateTime<Utc>,
+    client: Option<IpAddr>,
+) -> Result<(), Reason> {
+    LiveAt(now).check(token)?;
+    if token.allowed.is_empty() || client.is_some_and(|a| token.allowed.contains(a)) {
+        Ok(())
+    } else {
+        Err(Reason::AddressNotAllowed)
+    }
 }
 
 /// Rules 3, 6, 7 and 9 (and network binding) for a token whose secret has already been
@@ -157,15 +127,7 @@ pub(crate) fn judge(
     if token.namespace != namespace {
         return Err(Reason::WrongNamespace);
     }
-    if token.revoked_at.is_some() {
-        return Err(Reason::Revoked);
-    }
-    if token.is_expired_at(now) {
-        return Err(Reason::Expired);
-    }
-    if !address_allowed(token, client) {
-        return Err(Reason::AddressNotAllowed);
-    }
+    live(token, now, client)?;
     let effective = match token.namespace {
         // Tenant-owned tokens do not lapse with anybody's role.
         Namespace::LogCollector | Namespace::Siem => token.scopes,
@@ -186,7 +148,9 @@ pub(crate) fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Assignment, Networks, Role, Subject, TokenId, TokenName};
+    use crate::domain::{
+        Assignment, Networks, PrincipalId, Role, Scope, Subject, TenantId, TokenId, TokenName,
+    };
     use chrono::TimeDelta;
 
     fn actor(scopes: ScopeSet) -> Actor {
@@ -328,20 +292,5 @@ mod tests {
             judge(&t, None, Namespace::Siem, ScopeSet::EMPTY, None, Utc::now()),
             Ok(Role::Reader.scopes())
         );
-    }
-
-    #[test]
-    fn visibility() {
-        let mut t = token(Namespace::Api, Role::Reader.scopes());
-        let mut bob = actor(Role::Operator.scopes());
-        bob.principal = PrincipalId::parse("bob").unwrap();
-        assert!(actor(Role::Reader.scopes()).can_see(&t));
-        assert!(!bob.can_see(&t));
-        assert!(actor(Role::Admin.scopes()).can_see(&t));
-        let mut other_tenant_admin = actor(Role::Admin.scopes());
-        other_tenant_admin.tenant = TenantId::parse("fabrikam").unwrap();
-        assert!(!other_tenant_admin.can_see(&t));
-        t.revoked_at = Some(Utc::now());
-        assert!(!actor(Role::Admin.scopes()).can_see(&t));
     }
 }

@@ -8,7 +8,7 @@
 //!   principal with its stored role. On any other connection the header is ignored, and a
 //!   warning is logged.
 
-use crate::domain::{Actor, PrincipalId, TenantId, TokenString};
+use crate::domain::{Actor, BadCredential, PrincipalId, TenantId, TokenString, bearer};
 use crate::usecase::{Access, Error};
 use tonic::Request;
 
@@ -42,17 +42,18 @@ pub(super) async fn caller<T>(access: &Access, req: &Request<T>) -> Result<Actor
     let header = header
         .to_str()
         .map_err(|_| Error::Unauthenticated("malformed authorization header"))?;
-    let (scheme, token) = header
-        .trim()
-        .split_once(' ')
-        .ok_or(Error::Unauthenticated("malformed authorization header"))?;
-    if !(scheme.eq_ignore_ascii_case("bearer") || scheme.eq_ignore_ascii_case("token")) {
-        return Err(Error::Unauthenticated(
-            "authorization scheme must be Bearer or Token",
-        ));
-    }
-    let token =
-        TokenString::parse(token.trim()).ok_or(Error::Unauthenticated("invalid bearer token"))?;
+    let token = match bearer(header) {
+        Ok(token) => token,
+        Err(BadCredential::Malformed) => {
+            return Err(Error::Unauthenticated("malformed authorization header"));
+        }
+        Err(BadCredential::Scheme) => {
+            return Err(Error::Unauthenticated(
+                "authorization scheme must be Bearer or Token",
+            ));
+        }
+    };
+    let token = TokenString::parse(token).ok_or(Error::Unauthenticated("invalid bearer token"))?;
     access
         .authenticate(&token, req.remote_addr().map(|a| a.ip().to_canonical()))
         .await

@@ -1,8 +1,10 @@
 //! A call that needs the database answers `UNAVAILABLE` once the database's timeout has
 //! passed, however many statements it was waiting on: a blackholed connection makes a call
 //! fail within `--db-connect-timeout`, not a multiple of it. `Validate` is left out — its
-//! cached answers need no database, and its slow path bounds its own reads — and so are the
-//! health and reflection services.
+//! cached answers need no database, and its slow path bounds its own reads — and so is
+//! `RevokeLeaked`, whose work grows with its strings (up to a thousand Argon2
+//! verifications): it bounds each string by the same timeout instead. The health and
+//! reflection services are not bounded.
 
 use http::{Request, Response};
 use std::future::Future;
@@ -34,7 +36,9 @@ pub(crate) struct Deadline<S> {
 
 /// Whether calls of `path` are bounded: jeton's own methods but `Validate`.
 fn bounded(path: &str) -> bool {
-    path.starts_with("/jeton.v1.") && path != "/jeton.v1.TokenService/Validate"
+    path.starts_with("/jeton.v1.")
+        && path != "/jeton.v1.TokenService/Validate"
+        && path != "/jeton.v1.TokenService/RevokeLeaked"
 }
 
 impl<S, B, R> tower::Service<Request<B>> for Deadline<S>

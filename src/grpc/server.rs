@@ -29,6 +29,7 @@ pub(crate) const MAX_CHECK: usize = 256 * 1024;
 /// The services of one server, ready to be served, and the reporter of their health.
 pub(crate) async fn services(
     cases: &UseCases,
+    db_deadline: std::time::Duration,
 ) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TokenServiceServer<TokenApi>>().await;
@@ -41,7 +42,7 @@ pub(crate) async fn services(
             .register_encoded_file_descriptor_set(proto::ENVOY_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
     };
-    let tokens = TokenApi::new(cases.tokens.clone(), cases.access.clone());
+    let tokens = TokenApi::new(cases.tokens.clone(), cases.access.clone(), db_deadline);
     let directory = DirectoryApi {
         directory: cases.directory.clone(),
         tenants: cases.tenants.clone(),

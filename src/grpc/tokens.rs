@@ -8,6 +8,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::net::{IpAddr, Ipv6Addr};
 use std::num::NonZeroU32;
 use std::sync::Arc;
+use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 /// Most strings in one `RevokeLeaked`.
@@ -25,14 +26,18 @@ pub(crate) struct TokenApi {
     pub(super) access: Access,
     /// `RevokeLeaked`'s budget per client address (an IPv6 client by its /64).
     pub(super) leaked: Arc<DefaultKeyedRateLimiter<IpAddr>>,
+    /// How long one string of a `RevokeLeaked` may take (`--db-connect-timeout`): the call
+    /// as a whole is bounded by its work, not by one database timeout.
+    pub(super) step_deadline: Duration,
 }
 
 impl TokenApi {
-    pub(super) fn new(tokens: Tokens, access: Access) -> Self {
+    pub(super) fn new(tokens: Tokens, access: Access, step_deadline: Duration) -> Self {
         Self {
             tokens,
             access,
             leaked: Arc::new(RateLimiter::keyed(Quota::per_minute(LEAKED_PER_MINUTE))),
+            step_deadline,
         }
     }
 }
@@ -90,6 +95,10 @@ impl TokenService for TokenApi {
         Ok(Response::new(verdict.into()))
     }
 
+    /// Each string is checked in turn, within its own deadline and charged to the client's
+    /// budget as it is processed; a call that stops early (budget spent, Argon2 queue full,
+    /// database away) says how many strings it processed — always the first ones — so the
+    /// caller sends the rest again, and nothing about which strings were tokens.
     async fn revoke_leaked(
         &self,
         req: Request<proto::RevokeLeakedRequest>,
@@ -102,21 +111,47 @@ impl TokenService for TokenApi {
                 tokens.len()
             )));
         }
-        let Some(n) = NonZeroU32::new(tokens.len() as u32) else {
-            return Ok(Response::new(proto::RevokeLeakedResponse {}));
-        };
         if self.leaked.len() > LIMITER_ADDRESSES {
             self.leaked.retain_recent();
         }
-        if !matches!(self.leaked.check_key_n(&client_key(peer), n), Ok(Ok(()))) {
-            return Err(Status::resource_exhausted(format!(
-                "at most {MAX_LEAKED} strings per minute from one address; retry later"
-            )));
+        let key = client_key(peer);
+        let report = LeakReport::Holder { peer };
+        let stopped = |done: usize, status: Status| {
+            let rest = if done == 0 {
+                "nothing was processed".to_owned()
+            } else {
+                format!(
+                    "the first {done} of {} strings were processed: send the others again",
+                    tokens.len()
+                )
+            };
+            Status::new(status.code(), format!("{}; {rest}", status.message()))
+        };
+        for (done, s) in tokens.iter().enumerate() {
+            if self.leaked.check_key(&key).is_err() {
+                return Err(stopped(
+                    done,
+                    Status::resource_exhausted(format!(
+                        "at most {MAX_LEAKED} strings per minute from one address"
+                    )),
+                ));
+            }
+            let one = self.access.revoke_leaked(std::slice::from_ref(s), &report);
+            match tokio::time::timeout(self.step_deadline, one).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => return Err(stopped(done, e.into())),
+                Err(_) => {
+                    return Err(stopped(
+                        done,
+                        Status::unavailable(format!(
+                            "the database did not answer within {}",
+                            humantime::format_duration(self.step_deadline)
+                        )),
+                    ));
+                }
+            }
         }
         // The answer is the same whatever the strings were: no oracle.
-        self.access
-            .revoke_leaked(&tokens, &LeakReport::Holder { peer })
-            .await?;
         Ok(Response::new(proto::RevokeLeakedResponse {}))
     }
 }

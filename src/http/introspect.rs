@@ -78,7 +78,7 @@ pub(super) async fn introspect(
         "jti": t.id.as_str(),
         "token_type": "Bearer",
         "tenant": t.tenant.as_str(),
-        "namespace": crate::gate::namespace_name(t.namespace),
+        "namespace": crate::domain::Spelled::lower_name(t.namespace),
     });
     if let Some(exp) = t.expires_at {
         body["exp"] = json!(exp.timestamp());

@@ -13,6 +13,7 @@
 //! the same token finds it revoked.
 
 use super::{Front, failed, json, plain};
+use crate::domain::ReportText;
 use crate::usecase::LeakReport;
 use axum::body::Bytes;
 use axum::extract::State;
@@ -152,13 +153,26 @@ pub(super) async fn report(
             "body: at most 1000 strings per report",
         );
     }
+    // Every item's free text passes the rule of every other text before anything is
+    // revoked: a report is handled whole or refused whole.
+    let mut reports = Vec::with_capacity(found.len());
+    for (i, f) in found.iter().enumerate() {
+        let text = |field: &str, s: &str| match s {
+            "" => Ok(None),
+            s => ReportText::parse(s)
+                .map(Some)
+                .map_err(|e| format!("[{i}].{field}: {e}")),
+        };
+        match (text("url", &f.url), text("source", &f.source)) {
+            (Ok(url), Ok(source)) => reports.push(LeakReport::Scanner { url, source }),
+            (Err(refused), _) | (_, Err(refused)) => {
+                return plain(StatusCode::BAD_REQUEST, &refused);
+            }
+        }
+    }
     let mut feedback = Vec::with_capacity(found.len());
     let mut revoked = 0;
-    for f in found {
-        let report = LeakReport::Scanner {
-            url: f.url,
-            source: f.source,
-        };
+    for (f, report) in found.into_iter().zip(reports) {
         let now_revoked = match front
             .access
             .revoke_leaked(std::slice::from_ref(&f.token), &report)

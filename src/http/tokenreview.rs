@@ -86,14 +86,14 @@ pub(super) async fn review(
                     "groups": v.effective.names().iter().map(|s| format!("jeton:{s}")).collect::<Vec<_>>(),
                     "extra": {
                         "jeton.dev/tenant": [t.tenant.as_str()],
-                        "jeton.dev/namespace": [gate::namespace_name(t.namespace)],
+                        "jeton.dev/namespace": [crate::domain::Spelled::lower_name(t.namespace)],
                     },
                 },
             })
         }
         Ok(Err(reason)) => json!({
             "authenticated": false,
-            "error": format!("token rejected: {}", gate::reason_name(reason)),
+            "error": format!("token rejected: {}", crate::domain::Spelled::lower_name(reason)),
         }),
         Err(e) => return failed(e),
     };

@@ -1,11 +1,11 @@
 //! Principals: the directory, and activations of eligible roles.
 
-use super::codec::{Code, micros, opt_time, parsed, time};
+use super::codec::{Code, micros, opt_time, parsed};
 use super::entity::principal;
 use super::{Changed, Result, Store, Written, fetch_page};
 use crate::domain::{
-    Assignment, AuditAction, AuditEvent, DisplayName, Justification, Page, Principal, PrincipalId,
-    Role, TIME_ACTOR, TenantId,
+    Assignment, AuditEvent, DisplayName, Justification, Page, Principal, PrincipalId, Role,
+    TenantId,
 };
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
@@ -119,18 +119,21 @@ impl Store {
         w.commit(now, audit).await
     }
 
-    /// Sets (or, with `None`, ends) the activation of an eligible principal.
+    /// Sets (or, with `None`, ends) the activation of an eligible principal — when
+    /// `ending_at` is given, only if its activation still ends then (so that of several
+    /// replicas recording the same end, one does). Nothing is written if no row matches.
     pub(crate) async fn set_activation(
         &self,
         tenant: &TenantId,
         id: &PrincipalId,
         activation: Option<(DateTime<Utc>, &Justification)>,
+        ending_at: Option<DateTime<Utc>>,
         now: DateTime<Utc>,
         audit: &[AuditEvent],
     ) -> Result<Written> {
         use principal::Column as C;
         let mut w = self.write().await?;
-        let res = principal::Entity::update_many()
+        let mut update = principal::Entity::update_many()
             .col_expr(
                 C::ActivationEnd,
                 Expr::value(activation.map(|(end, _)| micros(end))),
@@ -142,9 +145,11 @@ impl Store {
             .col_expr(C::UpdatedAt, Expr::value(micros(now)))
             .filter(C::TenantId.eq(tenant.as_str()))
             .filter(C::Id.eq(id.as_str()))
-            .filter(C::Assignment.eq(Assignment::Eligible.code()))
-            .exec(&w.txn)
-            .await?;
+            .filter(C::Assignment.eq(Assignment::Eligible.code()));
+        if let Some(end) = ending_at {
+            update = update.filter(C::ActivationEnd.eq(micros(end)));
+        }
+        let res = update.exec(&w.txn).await?;
         if res.rows_affected == 0 {
             return Ok(None);
         }
@@ -152,50 +157,21 @@ impl Store {
         w.commit(now, audit).await
     }
 
-    /// Records activations that have reached their end (at most `limit`): clears them and
-    /// writes one `activation_expired` event each. Safe to run on every replica at once: the
-    /// conditional update lets exactly one of them record a given expiry.
-    pub(crate) async fn expire_activations(&self, now: DateTime<Utc>, limit: u64) -> Result<u64> {
+    /// Principals whose activation ended at or before `now` and is still recorded (at most
+    /// `limit`): the candidates of the activation sweeper.
+    pub(crate) async fn ended_activations(
+        &self,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<Principal>> {
         use principal::Column as C;
-        let ended = principal::Entity::find()
+        principal::Entity::find()
             .filter(C::ActivationEnd.lte(micros(now)))
             .limit(limit)
             .all(&*self.conn())
-            .await?;
-        let mut recorded = 0;
-        for p in ended {
-            let Some(end_micros) = p.activation_end else {
-                continue;
-            };
-            let end = time(end_micros)?;
-            let tenant = parsed(TenantId::parse(&p.tenant_id), "tenant id")?;
-            let id = parsed(PrincipalId::parse(&p.id), "principal id")?;
-            let mut w = self.write().await?;
-            let res = principal::Entity::update_many()
-                .col_expr(C::ActivationEnd, Expr::value(Option::<i64>::None))
-                .col_expr(
-                    C::ActivationJustification,
-                    Expr::value(Option::<String>::None),
-                )
-                .filter(C::TenantId.eq(tenant.as_str()))
-                .filter(C::Id.eq(id.as_str()))
-                .filter(C::ActivationEnd.eq(end_micros))
-                .exec(&w.txn)
-                .await?;
-            if res.rows_affected == 1 {
-                let event = AuditEvent::new(
-                    &tenant,
-                    end,
-                    TIME_ACTOR,
-                    AuditAction::ActivationExpired,
-                    id.as_str(),
-                    "",
-                );
-                w.changed(Changed::Principal(tenant, id));
-                w.commit(now, &[event]).await?;
-                recorded += 1;
-            }
-        }
-        Ok(recorded)
+            .await?
+            .into_iter()
+            .map(principal_from_row)
+            .collect()
     }
 }

@@ -10,6 +10,17 @@ use chrono::{DateTime, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveModelTrait, ActiveValue::Set, ColumnTrait, EntityTrait, QueryFilter};
 
+fn tenant_from_row(r: tenant::Model) -> Result<Tenant> {
+    Ok(Tenant {
+        id: parsed(TenantId::parse(&r.id), "tenant id")?,
+        display_name: parsed(DisplayName::parse(&r.display_name), "display name")?,
+        api_url: parsed(ApiUrl::parse(&r.api_url), "api url")?,
+        max_token_lifetime: r.max_token_lifetime_secs.map(chrono::TimeDelta::seconds),
+        revoke_unused_after: r.revoke_unused_after_secs.map(chrono::TimeDelta::seconds),
+        require_allowed_cidrs: r.require_allowed_cidrs,
+    })
+}
+
 impl Store {
     /// Creates a tenant, its first admin and that admin's first token, all or nothing.
     /// `StoreError::Conflict` when the tenant exists.
@@ -45,17 +56,18 @@ impl Store {
         let row = tenant::Entity::find_by_id(id.as_str())
             .one(&*self.conn())
             .await?;
-        row.map(|r| {
-            Ok(Tenant {
-                id: parsed(TenantId::parse(&r.id), "tenant id")?,
-                display_name: parsed(DisplayName::parse(&r.display_name), "display name")?,
-                api_url: parsed(ApiUrl::parse(&r.api_url), "api url")?,
-                max_token_lifetime: r.max_token_lifetime_secs.map(chrono::TimeDelta::seconds),
-                revoke_unused_after: r.revoke_unused_after_secs.map(chrono::TimeDelta::seconds),
-                require_allowed_cidrs: r.require_allowed_cidrs,
-            })
-        })
-        .transpose()
+        row.map(tenant_from_row).transpose()
+    }
+
+    /// The tenants that have a `revoke_unused_after` policy.
+    pub(crate) async fn tenants_retiring_unused(&self) -> Result<Vec<Tenant>> {
+        tenant::Entity::find()
+            .filter(tenant::Column::RevokeUnusedAfterSecs.is_not_null())
+            .all(&*self.conn())
+            .await?
+            .into_iter()
+            .map(tenant_from_row)
+            .collect()
     }
 
     /// Replaces a tenant's settings.

@@ -4,8 +4,8 @@ use super::codec::{Code, micros, opt_time, parsed, time};
 use super::entity::token;
 use super::{Changed, Result, Store, Written, fetch_page};
 use crate::domain::{
-    AuditEvent, Namespace, Networks, Page, PrincipalId, ScopeSet, Subject, TenantId, Token,
-    TokenId, TokenName, TokenStatus,
+    AuditEvent, LiveAt, Namespace, Networks, Page, PrincipalId, ScopeSet, Subject, TenantId, Token,
+    TokenId, TokenName, TokenStatus, Visible,
 };
 use chrono::{DateTime, Utc};
 use sea_orm::sea_query::{Expr, ExprTrait, SimpleExpr};
@@ -14,12 +14,10 @@ use sea_orm::{
     QueryOrder,
 };
 
-/// Which tokens `List` wants: one tenant and namespace, live tokens only, newest first.
+/// Which tokens `List` wants: those the caller sees (`domain::Visible`), newest first.
 #[derive(Debug, Clone)]
 pub(crate) struct TokenQuery<'a> {
-    pub(crate) tenant: &'a TenantId,
-    pub(crate) namespace: Namespace,
-    pub(crate) subject: Option<&'a Subject>,
+    pub(crate) visible: &'a Visible,
     /// A status and the activity-window cutoff (now − window) it is evaluated against.
     pub(crate) status: Option<(TokenStatus, DateTime<Utc>)>,
     /// Only tokens expiring in `(from, until]`.
@@ -78,6 +76,30 @@ fn token_from_row(r: token::Model) -> Result<Token> {
     })
 }
 
+/// The store's form of `domain::LiveAt`: neither revoked nor expired at that instant.
+fn live(at: LiveAt) -> Condition {
+    use token::Column as C;
+    Condition::all().add(C::RevokedAt.is_null()).add(
+        Condition::any()
+            .add(C::ExpiresAt.is_null())
+            .add(C::ExpiresAt.gt(micros(at.0))),
+    )
+}
+
+/// The store's form of `domain::Visible`: one tenant and namespace, not revoked, and one
+/// subject's when it names one.
+fn visible(v: &Visible) -> Condition {
+    use token::Column as C;
+    let mut c = Condition::all()
+        .add(C::TenantId.eq(v.tenant.as_str()))
+        .add(C::Namespace.eq(v.namespace.code()))
+        .add(C::RevokedAt.is_null());
+    if let Some(subject) = &v.subject {
+        c = c.add(C::Subject.eq(subject.as_str()));
+    }
+    c
+}
+
 /// Tokens last used at or before `cutoff`, or never used and generated at or before it.
 /// `last_used` is the column (the sweeper, which wants its index) or List's expression.
 fn unused_since(last_used: SimpleExpr, cutoff: DateTime<Utc>) -> Condition {
@@ -98,13 +120,7 @@ fn unused_since(last_used: SimpleExpr, cutoff: DateTime<Utc>) -> Condition {
 fn list_select(q: &TokenQuery<'_>) -> sea_orm::Select<token::Entity> {
     use token::Column as C;
     let last_used = || Expr::col(C::LastUsedAt).add(0);
-    let mut find = token::Entity::find()
-        .filter(C::TenantId.eq(q.tenant.as_str()))
-        .filter(C::Namespace.eq(q.namespace.code()))
-        .filter(C::RevokedAt.is_null());
-    if let Some(subject) = q.subject {
-        find = find.filter(C::Subject.eq(subject.as_str()));
-    }
+    let mut find = token::Entity::find().filter(visible(q.visible));
     if let Some((status, cutoff)) = q.status {
         let cutoff = micros(cutoff);
         find = find.filter(match status {
@@ -180,26 +196,30 @@ impl Store {
         w.commit(new.created_at, audit).await
     }
 
-    /// Marks a live token of `tenant` revoked; nothing is written if there is no such live
-    /// token.
+    /// Marks a token of `tenant` that is not revoked yet revoked — when `unused_since` is
+    /// given, only if it is still unused since then (a use that reached the database after
+    /// it was picked keeps it). Nothing is written if no row matches.
     pub(crate) async fn revoke_token(
         &self,
         tenant: &TenantId,
         id: &TokenId,
         by: &PrincipalId,
         at: DateTime<Utc>,
+        unused_since: Option<DateTime<Utc>>,
         audit: &[AuditEvent],
     ) -> Result<Written> {
         use token::Column as C;
         let mut w = self.write().await?;
-        let res = token::Entity::update_many()
+        let mut update = token::Entity::update_many()
             .col_expr(C::RevokedAt, Expr::value(micros(at)))
             .col_expr(C::RevokedBy, Expr::value(by.as_str()))
             .filter(C::Id.eq(id.as_str()))
             .filter(C::TenantId.eq(tenant.as_str()))
-            .filter(C::RevokedAt.is_null())
-            .exec(&w.txn)
-            .await?;
+            .filter(C::RevokedAt.is_null());
+        if let Some(cutoff) = unused_since {
+            update = update.filter(self::unused_since(Expr::col(C::LastUsedAt), cutoff));
+        }
+        let res = update.exec(&w.txn).await?;
         if res.rows_affected == 0 {
             return Ok(None);
         }
@@ -207,86 +227,27 @@ impl Store {
         w.commit(at, audit).await
     }
 
-    /// Revokes tokens of tenants with a `revoke_unused_after` policy that have gone unused
-    /// that long plus `margin` at `now` (never used: since generation), at most `limit` per
-    /// call, one
-    /// `token_revoked` event each (actor "jeton", the policy in its detail). Tokens already
-    /// expired are left alone. Safe to run on every replica at once: the conditional update
-    /// lets exactly one of them revoke a given token.
-    /// Tokens for which `used_lately` holds (a use this replica holds but has not written
-    /// yet) are left for a later round.
-    pub(crate) async fn retire_unused(
+    /// Live tokens of `tenant` last used (never used: generated) at or before `cutoff`, at
+    /// most `limit`: the candidates of the retirement sweeper. Reads the last-use index.
+    pub(crate) async fn unused_tokens(
         &self,
-        now: DateTime<Utc>,
-        margin: chrono::TimeDelta,
+        tenant: &TenantId,
+        cutoff: DateTime<Utc>,
+        alive: LiveAt,
         limit: u64,
-        used_lately: impl Fn(&TokenId) -> bool,
-    ) -> Result<u64> {
-        use super::entity::tenant;
+    ) -> Result<Vec<Token>> {
         use sea_orm::QuerySelect;
         use token::Column as C;
-        let tenants = tenant::Entity::find()
-            .filter(tenant::Column::RevokeUnusedAfterSecs.is_not_null())
+        token::Entity::find()
+            .filter(C::TenantId.eq(tenant.as_str()))
+            .filter(live(alive))
+            .filter(unused_since(Expr::col(C::LastUsedAt), cutoff))
+            .limit(limit)
             .all(&*self.conn())
-            .await?;
-        let mut retired = 0;
-        for t in tenants {
-            let Some(after) = t.revoke_unused_after_secs.map(chrono::TimeDelta::seconds) else {
-                continue;
-            };
-            let tenant = parsed(TenantId::parse(&t.id), "tenant id")?;
-            let cutoff = now - after - margin;
-            let due = token::Entity::find()
-                .filter(C::TenantId.eq(tenant.as_str()))
-                .filter(C::RevokedAt.is_null())
-                .filter(unused_since(Expr::col(C::LastUsedAt), cutoff))
-                .filter(
-                    Condition::any()
-                        .add(C::ExpiresAt.is_null())
-                        .add(C::ExpiresAt.gt(micros(now))),
-                )
-                .limit(limit.saturating_sub(retired))
-                .all(&*self.conn())
-                .await?;
-            for row in due {
-                let id = parsed(TokenId::parse(&row.id), "token id")?;
-                if used_lately(&id) {
-                    continue;
-                }
-                let last = row.last_used_at.unwrap_or(row.created_at);
-                let mut w = self.write().await?;
-                let res = token::Entity::update_many()
-                    .col_expr(C::RevokedAt, Expr::value(micros(now)))
-                    .col_expr(C::RevokedBy, Expr::value(crate::domain::TIME_ACTOR))
-                    .filter(C::Id.eq(id.as_str()))
-                    .filter(C::RevokedAt.is_null())
-                    .filter(unused_since(Expr::col(C::LastUsedAt), cutoff))
-                    .exec(&w.txn)
-                    .await?;
-                if res.rows_affected != 1 {
-                    continue;
-                }
-                let event = AuditEvent::new(
-                    &tenant,
-                    now,
-                    crate::domain::TIME_ACTOR,
-                    crate::domain::AuditAction::TokenRevoked,
-                    id.as_str(),
-                    format!(
-                        "revoke_unused_after={}s: unused since {}",
-                        after.num_seconds(),
-                        time(last)?.to_rfc3339()
-                    ),
-                );
-                w.changed(Changed::Token(id));
-                w.commit(now, &[event]).await?;
-                retired += 1;
-            }
-            if retired >= limit {
-                break;
-            }
-        }
-        Ok(retired)
+            .await?
+            .into_iter()
+            .map(token_from_row)
+            .collect()
     }
 
     /// A token and its secret hash, by id: the validation lookup.
@@ -306,14 +267,13 @@ impl Store {
         Ok(self.token_with_hash(id).await?.map(|(t, _)| t))
     }
 
-    /// How many live tokens (neither revoked nor expired at `now`) `subject` holds in
-    /// `namespace`.
-    pub(crate) async fn live_tokens_of(
+    /// How many tokens `subject` holds in `namespace` that are live (`alive`).
+    pub(crate) async fn count_tokens_of(
         &self,
         tenant: &TenantId,
         namespace: Namespace,
         subject: &Subject,
-        now: DateTime<Utc>,
+        alive: LiveAt,
     ) -> Result<u64> {
         use sea_orm::PaginatorTrait;
         use token::Column as C;
@@ -321,12 +281,7 @@ impl Store {
             .filter(C::TenantId.eq(tenant.as_str()))
             .filter(C::Namespace.eq(namespace.code()))
             .filter(C::Subject.eq(subject.as_str()))
-            .filter(C::RevokedAt.is_null())
-            .filter(
-                Condition::any()
-                    .add(C::ExpiresAt.is_null())
-                    .add(C::ExpiresAt.gt(micros(now))),
-            )
+            .filter(live(alive))
             .count(&*self.conn())
             .await?;
         Ok(n)
@@ -381,13 +336,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::sqlite_in(dir.path()).await;
         let tenant = TenantId::parse("contoso").unwrap();
-        let subject = Subject::from_parsed("alice");
+        let everyone = Visible {
+            tenant: tenant.clone(),
+            namespace: Namespace::Api,
+            subject: None,
+        };
+        let alice = Visible {
+            subject: Some(Subject::from_parsed("alice")),
+            ..everyone.clone()
+        };
         let id = TokenId::parse(&"a".repeat(22)).unwrap();
         let now = Utc::now();
         let base = TokenQuery {
-            tenant: &tenant,
-            namespace: Namespace::Api,
-            subject: None,
+            visible: &everyone,
             status: None,
             expiring: None,
             unused_since: None,
@@ -406,7 +367,7 @@ mod tests {
             });
             queries.push(TokenQuery {
                 status: Some((status, now)),
-                subject: Some(&subject),
+                visible: &alice,
                 after: Some((now, &id)),
                 ..base.clone()
             });

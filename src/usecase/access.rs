@@ -5,8 +5,8 @@
 
 use super::{Core, Error, Result};
 use crate::domain::{
-    Actor, AuditAction, AuditEvent, Namespace, PrincipalId, Reason, ScopeSet, TIME_ACTOR, TenantId,
-    Token, TokenId, TokenString, address_allowed, judge,
+    Actor, AuditAction, AuditEvent, LiveAt, Namespace, PrincipalId, Reason, ReportText, ScopeSet,
+    TIME_ACTOR, TenantId, Token, TokenId, TokenString, judge, live,
 };
 use crate::last_use;
 use crate::validation::Verified;
@@ -30,23 +30,25 @@ pub(crate) struct ValidateInput {
 /// Where a leak was reported from, for the audit trail (never the token).
 #[derive(Debug, Clone)]
 pub(crate) enum LeakReport {
-    /// A secret-scanning report: where the token was found and by which scanner.
-    Scanner { url: String, source: String },
+    /// A secret-scanning report: where the token was found and by which scanner, when the
+    /// report says.
+    Scanner {
+        url: Option<ReportText>,
+        source: Option<ReportText>,
+    },
     /// `RevokeLeaked`, from this address.
     Holder { peer: Option<IpAddr> },
 }
 
 impl LeakReport {
     fn detail(&self) -> String {
-        // Report fields are the scanner's free text: bounded, and on one line.
-        let clean =
-            |s: &str| -> String { s.chars().filter(|c| !c.is_control()).take(512).collect() };
+        let or_none = |t: &Option<ReportText>| t.as_ref().map_or("", |t| t.as_str()).to_owned();
         match self {
             LeakReport::Scanner { url, source } => {
                 format!(
                     "secret scanning: url={} source={}",
-                    clean(url),
-                    clean(source)
+                    or_none(url),
+                    or_none(source)
                 )
             }
             LeakReport::Holder { peer: Some(p) } => format!("RevokeLeaked from {p}"),
@@ -143,13 +145,14 @@ impl Access {
         let entry = core.validator.verified(presented).await?.ok_or(BAD)?;
         let token: Token = entry.token();
         let now = core.now();
-        if token.revoked_at.is_some() || token.is_expired_at(now) {
-            return Err(BAD);
-        }
-        if !address_allowed(&token, peer) {
-            return Err(Error::Unauthenticated(
-                "this token may not be used from this address",
-            ));
+        match live(&token, now, peer) {
+            Ok(()) => {}
+            Err(Reason::AddressNotAllowed) => {
+                return Err(Error::Unauthenticated(
+                    "this token may not be used from this address",
+                ));
+            }
+            Err(_) => return Err(BAD),
         }
         let owner = core.validator.owner(&token).await?.ok_or(BAD)?;
         note_use(core, &entry, &token.id, now);
@@ -211,7 +214,7 @@ impl Access {
         let now = core.now();
         // The row first: a dead or unknown token is a false positive, at the cost of a read.
         match core.store.token(&id).await? {
-            Some(t) if t.revoked_at.is_none() && !t.is_expired_at(now) => {}
+            Some(t) if LiveAt(now).holds(&t) => {}
             _ => return Ok(false),
         }
         let Some(entry) = core.validator.verified(&presented).await? else {
@@ -233,7 +236,7 @@ impl Access {
         let audit = [event];
         let write = core
             .store
-            .revoke_token(&token.tenant, &id, &by, now, &audit);
+            .revoke_token(&token.tenant, &id, &by, now, None, &audit);
         // Revoked meanwhile by someone else: not this call's revocation.
         match core.commit(&audit, write, Error::NotFound("")).await {
             Ok(()) => Ok(true),

@@ -5,8 +5,8 @@
 use super::{Core, Error, Result};
 use crate::background::Task;
 use crate::domain::{
-    Actor, Assignment, AuditAction, AuditEvent, Denied, DisplayName, Justification, Page,
-    Principal, PrincipalId, Role, TenantId, activation_end,
+    Actor, AdminArea, Assignment, AuditAction, AuditEvent, DisplayName, Justification, Page,
+    Principal, PrincipalId, Role, Spelled, TIME_ACTOR, TenantId, activation_end,
 };
 use chrono::{DateTime, TimeDelta, Utc};
 use std::sync::Arc;
@@ -45,7 +45,7 @@ const SWEEP_BATCH: u64 = 100;
 const NO_SUCH_PRINCIPAL: Error = Error::NotFound("no such principal");
 
 fn require_admin(actor: &Actor) -> Result<()> {
-    super::require_admin(actor, "the directory")
+    Ok(actor.may_administer(AdminArea::Directory, None)?)
 }
 
 /// The audit event of a principal created or replaced.
@@ -61,7 +61,11 @@ pub(super) fn principal_event(
         actor,
         action,
         p.id.as_str(),
-        format!("role={:?} assignment={:?}", p.role, p.assignment),
+        format!(
+            "role={} assignment={}",
+            p.role.proto_name(),
+            p.assignment.proto_name()
+        ),
     )
 }
 
@@ -82,14 +86,9 @@ impl Directory {
         actor: &Actor,
         input: PrincipalInput,
     ) -> Result<Principal> {
-        require_admin(actor)?;
+        actor.may_administer(AdminArea::Directory, input.tenant.as_ref())?;
         let core = &self.core;
-        let tenant = input.tenant.unwrap_or_else(|| actor.tenant.clone());
-        if tenant != actor.tenant {
-            return Err(Error::PermissionDenied(
-                "principals can be managed only in the caller's tenant".into(),
-            ));
-        }
+        let tenant = actor.tenant.clone();
         let existing = core.store.principal(&tenant, &input.id).await?;
         let action = if existing.is_some() {
             AuditAction::PrincipalChanged
@@ -176,7 +175,7 @@ impl Directory {
         }
         let mut target = self.role_target(actor, &input.id).await?;
         let now = core.now();
-        let end = activation_end(actor, &target, input.duration, now)?;
+        let end = activation_end(&target, input.duration, now);
         let audit = [actor.event(
             now,
             AuditAction::RoleActivated,
@@ -191,6 +190,7 @@ impl Directory {
             &actor.tenant,
             &input.id,
             Some((end, &input.justification)),
+            None,
             now,
             &audit,
         );
@@ -215,7 +215,7 @@ impl Directory {
         let audit = [actor.event(now, AuditAction::RoleDeactivated, id.as_str(), "")];
         let write = core
             .store
-            .set_activation(&actor.tenant, id, None, now, &audit);
+            .set_activation(&actor.tenant, id, None, None, now, &audit);
         core.commit(&audit, write, NO_SUCH_PRINCIPAL).await?;
         target.activation_end = None;
         Ok(self.core.shown(target))
@@ -224,9 +224,7 @@ impl Directory {
     /// The eligible principal whose activation `actor` wants to change: itself, or anyone of
     /// its tenant for an admin.
     async fn role_target(&self, actor: &Actor, id: &PrincipalId) -> Result<Principal> {
-        if !actor.is_admin() && &actor.principal != id {
-            return Err(Denied::NotSelfOrAdmin.into());
-        }
+        actor.may_change_activation_of(id)?;
         let target = self
             .core
             .store
@@ -244,14 +242,47 @@ impl Directory {
     /// Starts recording activations that ended by time (one audit event each, whichever
     /// replica gets there first) every `every`, until the returned task is stopped.
     pub(crate) fn start_sweeping(&self, every: Duration) -> Task {
-        let core = self.core.clone();
+        let directory = self.clone();
         Task::every("activation sweeper", every, move || {
-            let core = core.clone();
+            let directory = directory.clone();
             async move {
-                if let Err(e) = core.store.expire_activations(core.now(), SWEEP_BATCH).await {
+                if let Err(e) = directory.record_ended_activations(SWEEP_BATCH).await {
                     tracing::warn!(error = %e, "recording ended activations failed; will retry");
                 }
             }
         })
+    }
+
+    /// One round of the activation sweeper: clears at most `limit` activations that ended by
+    /// time, each through the commit path of every write, with one
+    /// `AUDIT_ACTION_ACTIVATION_EXPIRED` event by "jeton" at the moment it ended. Another
+    /// replica recording the same end first leaves nothing to do. Returns how many it
+    /// recorded.
+    async fn record_ended_activations(&self, limit: u64) -> Result<u64> {
+        let core = &self.core;
+        let now = core.now();
+        let mut recorded = 0;
+        for p in core.store.ended_activations(now, limit).await? {
+            let Some(end) = p.activation_end else {
+                continue;
+            };
+            let audit = [AuditEvent::new(
+                &p.tenant,
+                end,
+                TIME_ACTOR,
+                AuditAction::ActivationExpired,
+                p.id.as_str(),
+                "",
+            )];
+            let write = core
+                .store
+                .set_activation(&p.tenant, &p.id, None, Some(end), now, &audit);
+            match core.commit(&audit, write, NO_SUCH_PRINCIPAL).await {
+                Ok(()) => recorded += 1,
+                Err(Error::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(recorded)
     }
 }

@@ -118,17 +118,6 @@ pub(crate) struct Policy {
     pub(crate) retire_margin: TimeDelta,
 }
 
-/// Refuses a caller that is not an admin of its tenant: `what` is managed by admins only.
-fn require_admin(actor: &crate::domain::Actor, what: &str) -> Result<()> {
-    if actor.is_admin() {
-        Ok(())
-    } else {
-        Err(Error::PermissionDenied(format!(
-            "{what} is managed by admins only"
-        )))
-    }
-}
-
 /// What every use case works with.
 pub(crate) struct Core {
     pub(crate) store: Store,

@@ -5,8 +5,8 @@ use super::directory::principal_event;
 use super::tokens::{NewToken, generated_event, mint};
 use super::{Core, Error, Result};
 use crate::domain::{
-    Actor, ApiUrl, Assignment, AuditAction, AuditEvent, AuditTarget, DisplayName, GeneratedToken,
-    Namespace, Page, Principal, PrincipalId, Role, Tenant, TokenName,
+    Actor, AdminArea, ApiUrl, Assignment, AuditAction, AuditEvent, AuditTarget, DisplayName,
+    GeneratedToken, Namespace, Page, Principal, PrincipalId, Role, Tenant, TokenName,
 };
 use crate::hashing::Hasher;
 use crate::store::{Store, StoreError};
@@ -92,7 +92,7 @@ pub(crate) async fn bootstrap(
 const TENANT_GONE: Error = Error::Unauthenticated("the caller's tenant no longer exists");
 
 fn require_admin(actor: &Actor) -> Result<()> {
-    super::require_admin(actor, "the tenant")
+    Ok(actor.may_administer(AdminArea::Tenant, None)?)
 }
 
 #[derive(Clone)]

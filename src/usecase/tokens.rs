@@ -4,9 +4,9 @@
 use super::{Core, Error, Result};
 use crate::background::Task;
 use crate::domain::{
-    Actor, AuditAction, AuditEvent, Denied, GeneratedToken, Namespace, Networks, Page, PrincipalId,
-    ScopeSet, Subject, Tenant, TenantId, Token, TokenId, TokenName, TokenStatus, TokenString,
-    TokenView, rotated_scopes, scopes_for_new_token,
+    Actor, AuditAction, AuditEvent, GeneratedToken, LiveAt, Namespace, Networks, Page, PrincipalId,
+    ScopeSet, Spelled, Subject, TIME_ACTOR, Tenant, TenantId, Token, TokenId, TokenName,
+    TokenStatus, TokenString, TokenView, rotated_scopes, scopes_for_new_token,
 };
 use crate::hashing::Hasher;
 use crate::store::TokenQuery;
@@ -106,8 +106,8 @@ pub(super) fn generated_event(t: &Token, now: DateTime<Utc>) -> AuditEvent {
         AuditAction::TokenGenerated,
         t.id.as_str(),
         format!(
-            "namespace={:?} subject={} scopes={} expires={}{}",
-            t.namespace,
+            "namespace={} subject={} scopes={} expires={}{}",
+            t.namespace.proto_name(),
             t.subject.as_str(),
             t.scopes.names().join(","),
             t.expires_at.map_or("never".to_owned(), |e| e.to_rfc3339()),
@@ -196,18 +196,8 @@ impl Tokens {
                 ));
             }
         };
-        let live = self
-            .core
-            .store
-            .live_tokens_of(&actor.tenant, namespace, &subject, now)
+        self.check_quota(&actor.tenant, namespace, &subject, now)
             .await?;
-        let max = self.core.policy.max_tokens_per_owner;
-        if live >= max {
-            return Err(Error::Quota(format!(
-                "{subject} holds {live} live tokens in this namespace, the most allowed ({max}): revoke some first",
-                subject = subject.as_str()
-            )));
-        }
         let new = NewToken {
             tenant: actor.tenant.clone(),
             namespace,
@@ -231,8 +221,34 @@ impl Tokens {
         Ok(generated)
     }
 
+    /// `--max-tokens-per-owner`: refuses one more live token for `subject` in `namespace`
+    /// when it holds the most allowed already.
+    async fn check_quota(
+        &self,
+        tenant: &TenantId,
+        namespace: Namespace,
+        subject: &Subject,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let live = self
+            .core
+            .store
+            .count_tokens_of(tenant, namespace, subject, LiveAt(now))
+            .await?;
+        let max = self.core.policy.max_tokens_per_owner;
+        if live >= max {
+            return Err(Error::Quota(format!(
+                "{subject} holds {live} live tokens in this namespace, the most allowed ({max}): revoke some first",
+                subject = subject.as_str()
+            )));
+        }
+        Ok(())
+    }
+
     /// Rotation: a new token with the old one's name, namespace, subject and (possibly
-    /// narrowed) scopes; the old one expires after the grace period.
+    /// narrowed) scopes; the old one expires after the grace period. A rotation with a grace
+    /// period leaves one more live token for that long, so it counts against the owner's
+    /// quota; one without (the old token ends now) does not.
     async fn rotate(
         &self,
         actor: &Actor,
@@ -247,14 +263,7 @@ impl Tokens {
         if !actor.can_see(&old) {
             return Err(GONE);
         }
-        // The new token's secret goes to the caller: an API token belongs to its owner (rule
-        // 2), so only its owner rotates it — an admin may revoke another user's token, not
-        // take over its identity.
-        if old.namespace == Namespace::Api && !old.subject.is(&actor.principal) {
-            return Err(Error::PermissionDenied(
-                "an API token is rotated only by its owner (an admin may revoke it)".into(),
-            ));
-        }
+        actor.may_rotate(&old)?;
         let must_match =
             |field: &'static str| Error::invalid(field, "must be empty or the rotated token's");
         if input.namespace.is_some_and(|ns| ns != old.namespace) {
@@ -273,6 +282,10 @@ impl Tokens {
             ));
         }
         let scopes = rotated_scopes(actor, &old, input.scopes)?;
+        if rotation.grace > TimeDelta::zero() {
+            self.check_quota(&old.tenant, old.namespace, &old.subject, now)
+                .await?;
+        }
         let grace_end = now + rotation.grace;
         let old_expiry = match old.expires_at {
             Some(t) if t < grace_end => t,
@@ -312,19 +325,7 @@ impl Tokens {
     /// Rule 5: one page of the tokens the actor may see, newest first.
     pub(crate) async fn list(&self, actor: &Actor, input: ListInput) -> Result<Page<TokenView>> {
         let core = &self.core;
-        if input.namespace != Namespace::Api && !actor.is_admin() {
-            return Err(Denied::NotAdmin.into());
-        }
-        let owner = match (actor.is_admin(), input.owner) {
-            (true, owner) => owner,
-            (false, None) => Some(actor.principal.clone().into()),
-            (false, Some(o)) if o.is(&actor.principal) => Some(o),
-            (false, Some(_)) => {
-                return Err(Error::PermissionDenied(
-                    "only admins list other principals' tokens".into(),
-                ));
-            }
-        };
+        let visible = actor.visible(input.namespace, input.owner)?;
         // Listings on this replica include uses seen here up to this moment.
         core.last_use.flush().await?;
         let now = core.now();
@@ -334,23 +335,21 @@ impl Tokens {
             None => None,
             Some(within) => {
                 let tenant = core.store.tenant(&actor.tenant).await?.ok_or(TENANT_GONE)?;
-                match tenant.revoke_unused_after {
+                match tenant.unused_cutoff(now, core.policy.retire_margin) {
                     None => {
                         return Ok(Page {
                             items: Vec::new(),
                             more: false,
                         });
                     }
-                    Some(after) => Some(now - after - core.policy.retire_margin + within),
+                    Some(cutoff) => Some(cutoff + within),
                 }
             }
         };
         let page = core
             .store
             .list_tokens(&TokenQuery {
-                tenant: &actor.tenant,
-                namespace: input.namespace,
-                subject: owner.as_ref(),
+                visible: &visible,
                 status: input.status.map(|s| (s, now - core.policy.activity_window)),
                 after: input.after.as_ref().map(|(t, id)| (*t, id)),
                 expiring: input.expire_within.map(|d| (now, now + d)),
@@ -375,17 +374,11 @@ impl Tokens {
     /// other replicas reach the database within their flush interval, which is why a token
     /// is retired only once it has been unused for the policy's time plus that interval.
     pub(crate) fn start_retiring(&self, every: std::time::Duration) -> Task {
-        let core = self.core.clone();
+        let tokens = self.clone();
         Task::every("retirement sweeper", every, move || {
-            let core = core.clone();
+            let tokens = tokens.clone();
             async move {
-                let margin = core.policy.retire_margin;
-                let round = core
-                    .store
-                    .retire_unused(core.now(), margin, RETIRE_BATCH, |id| {
-                        core.last_use.is_pending(id)
-                    });
-                match round.await {
+                match tokens.retire_unused(RETIRE_BATCH).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(tokens = n, "retired tokens left unused"),
                     Err(e) => {
@@ -394,6 +387,61 @@ impl Tokens {
                 }
             }
         })
+    }
+
+    /// One round of the retirement sweeper: revokes at most `limit` live tokens that their
+    /// tenant's `revoke_unused_after` policy retires now, each through the commit path of
+    /// every write (one `AUDIT_ACTION_TOKEN_REVOKED` event by "jeton", this replica's cache at
+    /// once). A token whose use this replica holds unwritten is left for a later round; the
+    /// revoking update re-checks the stored last use, so a use that reached the database
+    /// after the token was picked keeps it alive. Returns how many it revoked.
+    async fn retire_unused(&self, limit: u64) -> Result<u64> {
+        let core = &self.core;
+        let mut retired = 0;
+        for tenant in core.store.tenants_retiring_unused().await? {
+            let now = core.now();
+            let (Some(cutoff), Some(after)) = (
+                tenant.unused_cutoff(now, core.policy.retire_margin),
+                tenant.revoke_unused_after,
+            ) else {
+                continue;
+            };
+            let due = core
+                .store
+                .unused_tokens(&tenant.id, cutoff, LiveAt(now), limit - retired)
+                .await?;
+            for token in due {
+                if core.last_use.is_pending(&token.id) {
+                    continue;
+                }
+                let audit = [AuditEvent::new(
+                    &tenant.id,
+                    now,
+                    TIME_ACTOR,
+                    AuditAction::TokenRevoked,
+                    token.id.as_str(),
+                    format!(
+                        "revoke_unused_after={}s: unused since {}",
+                        after.num_seconds(),
+                        token.last_used_at.unwrap_or(token.created_at).to_rfc3339()
+                    ),
+                )];
+                let by = PrincipalId::from_parsed(TIME_ACTOR);
+                let write =
+                    core.store
+                        .revoke_token(&tenant.id, &token.id, &by, now, Some(cutoff), &audit);
+                // Used or revoked meanwhile: nothing to do.
+                match core.commit(&audit, write, Error::NotFound("")).await {
+                    Ok(()) => retired += 1,
+                    Err(Error::NotFound(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if retired >= limit {
+                break;
+            }
+        }
+        Ok(retired)
     }
 
     /// Rules 6 and 8: revokes a token the actor can see; anything else is "not found".
@@ -408,7 +456,7 @@ impl Tokens {
         let audit = [actor.event(now, AuditAction::TokenRevoked, id.as_str(), "")];
         let write = core
             .store
-            .revoke_token(&actor.tenant, id, &actor.principal, now, &audit);
+            .revoke_token(&actor.tenant, id, &actor.principal, now, None, &audit);
         // This replica answers from the database from now on; the others within a poll.
         core.commit(&audit, write, GONE).await
     }

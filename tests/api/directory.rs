@@ -437,3 +437,46 @@ async fn audit_events_and_principals_are_sealed_per_tenant() {
         "nothing of fabrikam's update in contoso's trail"
     );
 }
+
+/// Audit details name enum values as the proto does (`NAMESPACE_LOG_COLLECTOR`,
+/// `ROLE_ADMIN`, `ASSIGNMENT_ELIGIBLE`), never in a programming language's own spelling: the
+/// trail is read by people and SIEMs for years.
+#[tokio::test]
+async fn audit_details_spell_enums_as_the_proto_does() {
+    let app = TestApp::spawn().await;
+    let mut tokens = app.tokens(&app.admin).await;
+    let collector = tokens
+        .generate(proto::GenerateRequest {
+            name: "fluent-bit".into(),
+            namespace: proto::Namespace::LogCollector as i32,
+            subject: "collector-1".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+        .unwrap();
+    app.put_principal("carol@contoso.com", Role::Admin, Assignment::Eligible)
+        .await;
+    let mut dir = app.directory(&app.admin).await;
+    let generated = audit_events(&mut dir, &collector.id).await;
+    let [event] = &generated[..] else {
+        panic!("one event for the token: {generated:?}")
+    };
+    assert!(
+        event
+            .detail
+            .starts_with("namespace=NAMESPACE_LOG_COLLECTOR subject=collector-1 "),
+        "{}",
+        event.detail
+    );
+    let put = audit_events(&mut dir, "carol@contoso.com").await;
+    let [event] = &put[..] else {
+        panic!("one event for the principal: {put:?}")
+    };
+    assert_eq!(
+        event.detail,
+        "role=ROLE_ADMIN assignment=ASSIGNMENT_ELIGIBLE"
+    );
+}

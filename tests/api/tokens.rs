@@ -1040,3 +1040,63 @@ async fn page_sizes_default_to_50_and_stop_at_1000_with_more_tokens_than_that() 
         );
     }
 }
+
+/// `--max-tokens-per-owner`: at the cap a new token is `RESOURCE_EXHAUSTED` naming the
+/// limit, and so is a rotation with a grace period (it leaves one more live token for that
+/// long) — a rotation could otherwise grow an owner's live tokens without bound. A rotation
+/// without grace, a revocation, or an expiry frees the place.
+#[tokio::test]
+async fn the_per_owner_quota_counts_generations_and_rotations_with_grace() {
+    let app = TestApp::spawn_with(Transport::Plain, |s| s.max_tokens_per_owner = 3).await;
+    let mut admin = app.tokens(&app.admin).await;
+    // The bootstrap token is the first of three.
+    let a = app.mint(&app.admin, "a").await.token.unwrap().id;
+    admin
+        .generate(proto::GenerateRequest {
+            name: "b".into(),
+            expire_time: Some(app.clock_ts_after(TimeDelta::hours(1))),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let refused = admin.generate(generate_req("c", &[])).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(refused.message().contains("(3)"), "{}", refused.message());
+    let rotate = |grace: i64| proto::GenerateRequest {
+        rotate_id: a.clone(),
+        grace_period: Some(prost_types::Duration {
+            seconds: grace,
+            nanos: 0,
+        }),
+        ..Default::default()
+    };
+    assert_code(
+        admin.generate(rotate(3600)).await,
+        Code::ResourceExhausted,
+        "",
+    );
+    let a2 = admin
+        .generate(rotate(0))
+        .await
+        .unwrap()
+        .into_inner()
+        .token
+        .unwrap()
+        .id;
+    // Still three live: a2, b and the bootstrap token.
+    assert_code(
+        admin.generate(generate_req("c", &[])).await,
+        Code::ResourceExhausted,
+        "",
+    );
+    admin.revoke(proto::RevokeRequest { id: a2 }).await.unwrap();
+    admin.generate(generate_req("c", &[])).await.unwrap();
+    assert_code(
+        admin.generate(generate_req("d", &[])).await,
+        Code::ResourceExhausted,
+        "",
+    );
+    // An expired token no longer counts.
+    app.clock.advance(TimeDelta::hours(2));
+    admin.generate(generate_req("d", &[])).await.unwrap();
+}
