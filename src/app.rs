@@ -5,6 +5,7 @@
 //! background tasks, write pending last-use times, and fold SQLite's log into its file.
 //! Tests start the server through the same functions as `jeton serve`, on port 0.
 
+pub use crate::background::Rounds;
 use crate::background::Task;
 use crate::config::{BackupConfig, BootstrapConfig, DbConfig, ServeConfig};
 use crate::domain::{ApiUrl, Clock, DisplayName, Networks, Tenant};
@@ -135,6 +136,16 @@ pub struct Server {
     last_use: Arc<LastUse>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     config: ServeConfig,
+    sweeps: Sweeps,
+}
+
+/// The rounds of the sweepers that make changes by time, as they complete.
+#[derive(Debug, Clone, Default)]
+pub struct Sweeps {
+    /// Tokens retired by their tenant's `revoke_unused_after`.
+    pub retirement: Rounds,
+    /// Activations of eligible roles that ended.
+    pub activation: Rounds,
 }
 
 impl Server {
@@ -211,7 +222,13 @@ impl Server {
             last_use,
             tls,
             config,
+            sweeps: Sweeps::default(),
         })
+    }
+
+    /// The sweepers' rounds, to see one complete (tests, embedders).
+    pub fn sweeps(&self) -> Sweeps {
+        self.sweeps.clone()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -243,6 +260,7 @@ impl Server {
             last_use,
             tls,
             config,
+            sweeps,
         } = self;
         let addr = listener.local_addr().map_err(|source| AppError::Bind {
             addr: config.listen,
@@ -256,10 +274,10 @@ impl Server {
             validator.follow_changes(),
             cases
                 .directory
-                .start_sweeping(config.activation_sweep_interval),
+                .start_sweeping(config.activation_sweep_interval, sweeps.activation),
             cases
                 .tokens
-                .start_retiring(config.retirement_sweep_interval),
+                .start_retiring(config.retirement_sweep_interval, sweeps.retirement),
         ];
         if let Some((listener, recorder)) = metrics {
             if let Ok(addr) = listener.local_addr() {

@@ -5,9 +5,43 @@
 //! [`Task::stop`] is aborted, so none outlives the server that started it.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
+
+/// How many rounds a periodic task has completed, for whoever must see one go by — a test
+/// that checks that a sweep changed nothing waits for the next complete round, not for a
+/// fixed time.
+#[derive(Debug, Clone)]
+pub struct Rounds(Arc<watch::Sender<u64>>);
+
+impl Default for Rounds {
+    fn default() -> Self {
+        Self(Arc::new(watch::Sender::new(0)))
+    }
+}
+
+impl Rounds {
+    /// Rounds completed so far.
+    pub fn completed(&self) -> u64 {
+        *self.0.borrow()
+    }
+
+    /// Resolves once a round that began after this call has completed (two completions:
+    /// the one in progress now may have started before). Never resolves if the task stops.
+    pub fn one_more(&self) -> impl Future<Output = ()> + Send + use<> {
+        let mut rx = self.0.subscribe();
+        let target = *rx.borrow_and_update() + 2;
+        async move {
+            let _ = rx.wait_for(|n| *n >= target).await;
+        }
+    }
+
+    fn done(&self) {
+        self.0.send_modify(|n| *n += 1);
+    }
+}
 
 /// Resolves when the task is asked to stop.
 pub(crate) type Stop = oneshot::Receiver<()>;
@@ -39,7 +73,21 @@ impl Task {
 
     /// Runs `round` every `period` (the first at once) until stopped. A round in progress
     /// when the stop comes is finished, not cut.
-    pub(crate) fn every<F, Fut>(name: &'static str, period: Duration, mut round: F) -> Self
+    pub(crate) fn every<F, Fut>(name: &'static str, period: Duration, round: F) -> Self
+    where
+        F: FnMut() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send,
+    {
+        Self::every_counted(name, period, Rounds::default(), round)
+    }
+
+    /// As [`Task::every`], counting each completed round in `rounds`.
+    pub(crate) fn every_counted<F, Fut>(
+        name: &'static str,
+        period: Duration,
+        rounds: Rounds,
+        mut round: F,
+    ) -> Self
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send,
@@ -51,7 +99,10 @@ impl Task {
                 tokio::select! {
                     biased;
                     _ = &mut stop => break,
-                    _ = tick.tick() => round().await,
+                    _ = tick.tick() => {
+                        round().await;
+                        rounds.done();
+                    }
                 }
             }
         })

@@ -220,9 +220,10 @@ pub struct ServeConfig {
     #[arg(long, env = "JETON_CACHE_TTL", value_name = "DURATION",
           default_value = "60s", value_parser = parse::positive_duration)]
     pub cache_ttl: Duration,
-    /// How often the change log is read to drop cached entries changed by other replicas
+    /// How often the change log is read to drop cached entries changed by other replicas (at
+    /// most 200ms)
     #[arg(long, env = "JETON_CHANGE_POLL_INTERVAL", value_name = "DURATION",
-          default_value = "100ms", value_parser = parse::positive_duration)]
+          default_value = "100ms", value_parser = parse::poll_interval)]
     pub change_poll_interval: Duration,
     /// After SIGTERM, how long to keep serving while health says NOT_SERVING, so that load
     /// balancers stop sending calls first
@@ -302,8 +303,8 @@ impl ServeConfig {
             negative_ttl: Duration::from_secs(5),
             poll_interval: self.change_poll_interval,
             // A replica that could not read the change log for this long answers from the
-            // database only; never less than five polls.
-            stale_after: Duration::from_secs(1).max(self.change_poll_interval * 5),
+            // database only (five polls at the longest poll interval allowed).
+            stale_after: crate::validation::TRUST_WINDOW,
         }
     }
 

@@ -26,7 +26,19 @@ pub(super) fn positive_duration(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// A `sqlite://` or `postgres://` URL.
+/// How often replicas read the change log: more than zero, and at most 200 ms, so that five
+/// polls fit in the one second within which every change reaches every replica (the
+/// contract's promise holds for every setting, not only the default).
+pub(super) fn poll_interval(s: &str) -> Result<Duration, String> {
+    match positive_duration(s)? {
+        d if d > crate::validation::MAX_POLL_INTERVAL => Err(format!(
+            "must be at most {} (five polls within the one second a change may take to reach every replica)",
+            humantime::format_duration(crate::validation::MAX_POLL_INTERVAL)
+        )),
+        d => Ok(d),
+    }
+}
+
 /// A network in CIDR notation, or one address.
 pub(super) fn network(s: &str) -> Result<ipnet::IpNet, String> {
     let s = s.trim();

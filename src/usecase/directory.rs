@@ -3,7 +3,7 @@
 //! by time.
 
 use super::{Core, Error, Result};
-use crate::background::Task;
+use crate::background::{Rounds, Task};
 use crate::domain::{
     Actor, AdminArea, Assignment, AuditAction, AuditEvent, DisplayName, Justification, Page,
     Principal, PrincipalId, Role, Spelled, TIME_ACTOR, TenantId, activation_end,
@@ -241,9 +241,9 @@ impl Directory {
 
     /// Starts recording activations that ended by time (one audit event each, whichever
     /// replica gets there first) every `every`, until the returned task is stopped.
-    pub(crate) fn start_sweeping(&self, every: Duration) -> Task {
+    pub(crate) fn start_sweeping(&self, every: Duration, rounds: Rounds) -> Task {
         let directory = self.clone();
-        Task::every("activation sweeper", every, move || {
+        Task::every_counted("activation sweeper", every, rounds, move || {
             let directory = directory.clone();
             async move {
                 if let Err(e) = directory.record_ended_activations(SWEEP_BATCH).await {

@@ -2,7 +2,7 @@
 //! (rules 4, 5) and revoke (rules 6, 8).
 
 use super::{Core, Error, Result};
-use crate::background::Task;
+use crate::background::{Rounds, Task};
 use crate::domain::{
     Actor, AuditAction, AuditEvent, GeneratedToken, LiveAt, Namespace, Networks, Page, PrincipalId,
     ScopeSet, Spelled, Subject, TIME_ACTOR, Tenant, TenantId, Token, TokenId, TokenName,
@@ -373,9 +373,9 @@ impl Tokens {
     /// writes (a flush here each round wrote every pending use once a minute); uses seen by
     /// other replicas reach the database within their flush interval, which is why a token
     /// is retired only once it has been unused for the policy's time plus that interval.
-    pub(crate) fn start_retiring(&self, every: std::time::Duration) -> Task {
+    pub(crate) fn start_retiring(&self, every: std::time::Duration, rounds: Rounds) -> Task {
         let tokens = self.clone();
-        Task::every("retirement sweeper", every, move || {
+        Task::every_counted("retirement sweeper", every, rounds, move || {
             let tokens = tokens.clone();
             async move {
                 match tokens.retire_unused(RETIRE_BATCH).await {

@@ -35,6 +35,14 @@ mod follower;
 mod pacer;
 
 pub(crate) use cache::CacheSettings;
+
+/// How long a replica trusts its cache after the start of its last read of the change log
+/// that caught up: the contract's "every change reaches every replica within one second".
+pub(crate) const TRUST_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The longest `--change-poll-interval`: five polls fit in [`TRUST_WINDOW`], so a replica
+/// whose reads succeed never distrusts its cache between two of them.
+pub(crate) const MAX_POLL_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
 pub(crate) use entry::Verified;
 
 use crate::background::Task;

@@ -20,7 +20,10 @@ use tonic::transport::{Channel, Endpoint};
 /// What a run did.
 #[derive(Debug, Default)]
 pub struct CrashRun {
-    pub kills: usize,
+    /// For each life of the server: the signal that ended it, as its exit status says.
+    pub ended_by: Vec<Option<i32>>,
+    /// For each life: the writes acknowledged during it (so the kill came mid-load).
+    pub writes_per_life: Vec<usize>,
     /// Acknowledged `Generate`s and `Revoke`s.
     pub generated: usize,
     pub revoked: usize,
@@ -136,8 +139,16 @@ pub async fn run(
     kills: usize,
 ) -> Result<CrashRun, BoxError> {
     use rand::RngExt;
+    use std::os::unix::process::ExitStatusExt;
     let acked = Arc::new(Mutex::new(Acknowledged::default()));
+    let writes = |a: &Mutex<Acknowledged>| {
+        let a = a.lock().unwrap_or_else(|e| e.into_inner());
+        a.generated.len() + a.revoked.len()
+    };
+    let mut ended_by = Vec::with_capacity(kills);
+    let mut writes_per_life = Vec::with_capacity(kills);
     for _ in 0..kills {
+        let before = writes(&acked);
         let server = start(jeton, db);
         let addr = server.addr().to_owned();
         let loops: Vec<_> = (0..4)
@@ -150,9 +161,11 @@ pub async fn run(
         if status.success() {
             return Err("the server exited cleanly instead of being killed".into());
         }
+        ended_by.push(status.signal());
         for l in loops {
             let _ = l.await;
         }
+        writes_per_life.push(writes(&acked) - before);
     }
     // Restarted once more: it must start cleanly, and hold everything acknowledged.
     let server = start(jeton, db);
@@ -164,7 +177,8 @@ pub async fn run(
         return Err(format!("the last restart did not stop cleanly: {log}").into());
     }
     Ok(CrashRun {
-        kills,
+        ended_by,
+        writes_per_life,
         generated: acked.generated.len(),
         revoked: acked.revoked.len(),
         validations: acked.validations,

@@ -21,6 +21,21 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Request, Status};
 
+/// Waits until a round that began after this call has completed for each of `rounds` (the
+/// sweepers of several servers): what a sweep would change by now, it has — with a bound,
+/// so that a stalled sweeper fails the test instead of hanging it.
+pub async fn after_a_full_sweep(rounds: impl IntoIterator<Item = jeton::app::Rounds>) {
+    let waits: Vec<_> = rounds.into_iter().map(|r| r.one_more()).collect();
+    let all = async {
+        for w in waits {
+            w.await;
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(10), all)
+        .await
+        .expect("a sweeper completed no round within 10 s");
+}
+
 /// docs/contract.md, Replicas: an answer from any replica reflects every change
 /// acknowledged more than this before the call reached it.
 pub const PROPAGATION: std::time::Duration = std::time::Duration::from_secs(1);
@@ -158,6 +173,8 @@ pub struct TestApp {
     _pg_database: Option<PgDatabase>,
     stop: Option<oneshot::Sender<()>>,
     server: Option<JoinHandle<()>>,
+    /// The rounds of this server's sweepers (of its latest start).
+    pub sweeps: jeton::app::Sweeps,
 }
 
 pub fn test_settings(db_url: &str) -> ServeConfig {
@@ -214,6 +231,7 @@ impl TestApp {
             _pg_database: pg_database,
             stop: None,
             server: None,
+            sweeps: Default::default(),
         };
         app.admin = app.bootstrap_tenant(TENANT, ADMIN).await;
         app.start(tweak).await;
@@ -237,6 +255,7 @@ impl TestApp {
         let server = Server::build(settings, self.clock.clone()).await.unwrap();
         self.addr = server.local_addr().unwrap();
         self.http = server.http_addr();
+        self.sweeps = server.sweeps();
         let (tx, rx) = oneshot::channel::<()>();
         self.stop = Some(tx);
         self.server = Some(tokio::spawn(async move {
@@ -277,6 +296,7 @@ impl TestApp {
             _pg_database: None,
             stop: None,
             server: None,
+            sweeps: Default::default(),
         };
         r.start(tweak).await;
         r
