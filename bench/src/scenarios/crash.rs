@@ -21,7 +21,7 @@ pub async fn run(ctx: &Ctx) -> Result<String, BoxError> {
         .map(|(name, (r, secs))| {
             vec![
                 name.to_owned(),
-                r.kills.to_string(),
+                r.ended_by.len().to_string(),
                 r.generated.to_string(),
                 r.revoked.to_string(),
                 r.validations.to_string(),
