@@ -583,6 +583,143 @@ mod tests {
         }
     }
 
+    /// The range oracles: what the contract (and google.protobuf's own types) allow, written
+    /// out independently of the parsers, so that a converter that accepted an out-of-range
+    /// number, refused an in-range one, or changed a value on the way fails.
+    const MAX_DURATION_SECONDS: i64 = 315_576_000_000;
+    const MAX_TIMESTAMP_SECONDS: i64 = 253_402_300_799;
+
+    /// A google.protobuf.Duration that is well formed, as micros (truncated toward zero).
+    fn duration_oracle(d: &Duration) -> Option<i64> {
+        let nanos_ok = (-999_999_999..=999_999_999).contains(&d.nanos)
+            && !(d.seconds > 0 && d.nanos < 0)
+            && !(d.seconds < 0 && d.nanos > 0);
+        ((-MAX_DURATION_SECONDS..=MAX_DURATION_SECONDS).contains(&d.seconds) && nanos_ok)
+            .then(|| d.seconds * 1_000_000 + i64::from(d.nanos / 1000))
+    }
+
+    /// Asserts that `r` is a refusal naming `field`.
+    fn refused<T: std::fmt::Debug>(
+        r: Result<T>,
+        want: &str,
+    ) -> std::result::Result<(), TestCaseError> {
+        match r {
+            Err(Error::InvalidArgument { field, .. }) => {
+                prop_assert_eq!(field, want);
+                Ok(())
+            }
+            other => Err(TestCaseError::fail(format!(
+                "expected {want} refused, got {other:?}"
+            ))),
+        }
+    }
+
+    const ID: &str = "0123456789ABCDEFGHIJKL";
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1024))]
+
+        #[test]
+        fn page_sizes_against_their_oracle(size in int32()) {
+            let r = Listing::<ListInput>::try_from((proto::ListRequest {
+                page_size: size, ..Default::default()
+            }, &actor()));
+            match size {
+                n if n < 0 => refused(r, "page_size")?,
+                0 => prop_assert_eq!(r.unwrap().input.limit, 50),
+                n => prop_assert_eq!(r.unwrap().input.limit, (n as u64).min(1000)),
+            }
+            let r = Listing::<PrincipalQuery>::try_from((proto::ListPrincipalsRequest {
+                page_size: size, page_token: String::new(),
+            }, &actor()));
+            match size {
+                n if n < 0 => refused(r, "page_size")?,
+                0 => prop_assert_eq!(r.unwrap().input.limit, 50),
+                n => prop_assert_eq!(r.unwrap().input.limit, (n as u64).min(1000)),
+            }
+        }
+
+        #[test]
+        fn enum_values_against_their_oracle(ns in int32(), status in int32()) {
+            let r = Listing::<ListInput>::try_from((proto::ListRequest {
+                namespace: ns, status, ..Default::default()
+            }, &actor()));
+            match (ns, status) {
+                (0..=3, 0..=3) => {
+                    let input = r.unwrap().input;
+                    let want_ns = [Namespace::Api, Namespace::Api, Namespace::LogCollector, Namespace::Siem];
+                    prop_assert_eq!(input.namespace, want_ns[ns as usize]);
+                    let want_status = [None, Some(TokenStatus::Generated), Some(TokenStatus::Active), Some(TokenStatus::Inactive)];
+                    prop_assert_eq!(input.status, want_status[status as usize]);
+                }
+                (0..=3, _) => refused(r, "status")?,
+                _ => refused(r, "namespace")?,
+            }
+        }
+
+        #[test]
+        fn expire_times_against_their_oracle(seconds in int64(), nanos in int32()) {
+            let r = GenerateInput::try_from(proto::GenerateRequest {
+                name: "n".into(),
+                expire_time: Some(Timestamp { seconds, nanos }),
+                ..Default::default()
+            });
+            if (0..=MAX_TIMESTAMP_SECONDS).contains(&seconds) && (0..1_000_000_000).contains(&nanos) {
+                let at = r.unwrap().expires_at.unwrap();
+                prop_assert_eq!(at.timestamp(), seconds);
+                prop_assert_eq!(at.timestamp_subsec_micros() as i32, nanos / 1000);
+            } else {
+                refused(r, "expire_time")?;
+            }
+        }
+
+        #[test]
+        fn grace_periods_against_their_oracle(seconds in prop_oneof![int64(), 0..=604_801i64], nanos in int32()) {
+            let d = Duration { seconds, nanos };
+            let r = GenerateInput::try_from(proto::GenerateRequest {
+                rotate_id: ID.into(),
+                grace_period: Some(d),
+                ..Default::default()
+            });
+            match duration_oracle(&d) {
+                Some(micros) if (0..=7 * 86_400 * 1_000_000).contains(&micros) => {
+                    let rotation = r.unwrap().rotate.unwrap();
+                    prop_assert_eq!(rotation.grace.num_microseconds(), Some(micros));
+                }
+                _ => refused(r, "grace_period")?,
+            }
+        }
+
+        #[test]
+        fn listing_windows_against_their_oracle(seconds in int64(), nanos in int32()) {
+            let d = Duration { seconds, nanos };
+            let r = Listing::<ListInput>::try_from((proto::ListRequest {
+                expire_within: Some(d), ..Default::default()
+            }, &actor()));
+            match duration_oracle(&d) {
+                Some(micros) if micros > 0 => {
+                    let within = r.unwrap().input.expire_within.unwrap();
+                    prop_assert_eq!(within.num_microseconds(), Some(micros));
+                }
+                _ => refused(r, "expire_within")?,
+            }
+        }
+
+        #[test]
+        fn activation_durations_against_their_oracle(seconds in int64(), nanos in int32()) {
+            let d = Duration { seconds, nanos };
+            let r = ActivateInput::try_from(proto::ActivateRoleRequest {
+                id: "alice".into(), duration: Some(d), justification: "why".into(),
+            });
+            // The bounds (positive, at most the server's maximum) are the use case's, which
+            // knows the maximum; the edge refuses what is not a duration at all.
+            match duration_oracle(&d) {
+                Some(micros) => prop_assert_eq!(r.unwrap().duration.num_microseconds(), Some(micros)),
+                None => refused(r, "duration")?,
+            }
+        }
+    }
+
     /// A page token carries on only the listing it came from: another `expire_within` (or
     /// none) is another listing.
     #[test]

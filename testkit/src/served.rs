@@ -58,6 +58,15 @@ impl Served {
         &self.addr
     }
 
+    /// `host:port` of the HTTP front door (`--http-listen`), from its "http listening" line
+    /// (logged before the gRPC port's, so present once the server has started).
+    pub fn http_addr(&self) -> Option<String> {
+        self.log()
+            .lines()
+            .find(|l| l.contains("http listening"))
+            .map(listening_addr)
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }

@@ -62,7 +62,11 @@ async fn by_validate(app: &TestApp, token: &str, ns: Namespace, required: &[&str
     }
 }
 
-fn check_request(authorization: Option<&str>, ns: Namespace, required: &[&str]) -> CheckRequest {
+pub fn check_request(
+    authorization: Option<&str>,
+    ns: Namespace,
+    required: &[&str],
+) -> CheckRequest {
     let mut headers = HashMap::new();
     if let Some(a) = authorization {
         headers.insert("authorization".to_owned(), a.to_owned());

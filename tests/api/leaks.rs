@@ -22,14 +22,14 @@ use tonic::Code;
 // Secret-scanning reports
 
 /// A signing key of our own, published under `id` in a key file as GitHub publishes its.
-struct Scanner {
-    id: String,
+pub struct Scanner {
+    pub id: String,
     key: SigningKey,
-    file: tempfile::NamedTempFile,
+    pub file: tempfile::NamedTempFile,
 }
 
 impl Scanner {
-    fn new(id: &str) -> Self {
+    pub fn new(id: &str) -> Self {
         use p256::pkcs8::{EncodePublicKey, LineEnding};
         let key = loop {
             let mut bytes = [0u8; 32];
@@ -57,7 +57,7 @@ impl Scanner {
         }
     }
 
-    fn sign(&self, body: &str) -> String {
+    pub fn sign(&self, body: &str) -> String {
         let sig: Signature = self.key.sign(body.as_bytes());
         base64::engine::general_purpose::STANDARD.encode(sig.to_der().as_bytes())
     }
@@ -73,7 +73,7 @@ async fn scanning(scanner: &Scanner) -> TestApp {
     .await
 }
 
-fn report_body(tokens: &[&str]) -> String {
+pub fn report_body(tokens: &[&str]) -> String {
     serde_json::Value::Array(
         tokens
             .iter()

@@ -497,10 +497,88 @@ fn code_name(c: Code) -> &'static str {
     }
 }
 
+impl Caller {
+    /// The tenant the caller acts in (callers with no credential: the tenant they knock at).
+    fn tenant(self) -> &'static str {
+        if self == Caller::OtherTenantAdmin {
+            OTHER_TENANT
+        } else {
+            TENANT
+        }
+    }
+}
+
+impl World {
+    /// How `secret` validates now, in the API namespace.
+    async fn validation(&self, secret: &str) -> proto::ValidateResponse {
+        self.app.validate(secret, Namespace::Api, &[]).await
+    }
+
+    /// Principal `id` of `tenant` as its admin reads it (`None`: there is none).
+    async fn principal(&self, tenant: &str, id: &str) -> Option<proto::Principal> {
+        let admin = if tenant == TENANT {
+            &self.root
+        } else {
+            &self.keeper
+        };
+        match self
+            .app
+            .directory(admin)
+            .await
+            .get_principal(proto::GetPrincipalRequest { id: id.into() })
+            .await
+        {
+            Ok(p) => Some(p.into_inner()),
+            Err(s) if s.code() == Code::NotFound => None,
+            Err(s) => panic!("reading {tenant}/{id}: {s:?}"),
+        }
+    }
+
+    /// Both tenants' display names, read by their admins.
+    async fn tenant_names(&self) -> [String; 2] {
+        let mut names = [String::new(), String::new()];
+        for (i, admin) in [&self.root, &self.keeper].into_iter().enumerate() {
+            names[i] = self
+                .app
+                .directory(admin)
+                .await
+                .get_tenant(proto::GetTenantRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .display_name;
+        }
+        names
+    }
+}
+
+/// The other tenant of the two.
+fn other_than(tenant: &str) -> &'static str {
+    if tenant == TENANT {
+        OTHER_TENANT
+    } else {
+        TENANT
+    }
+}
+
+/// Fails the test when a cell's answer and its effect disagree: an `OK` must have done
+/// exactly what was asked, to the object named, in the caller's tenant; a refusal must have
+/// changed nothing.
+fn effect(rpc: Rpc, c: Caller, t: Target, ok: bool, held: bool, what: &str) {
+    assert!(
+        held,
+        "{rpc:?}, {}, {} target: answered {} but {what}",
+        c.name(),
+        t.name(),
+        if ok { "OK" } else { "a refusal" }
+    );
+}
+
 async fn cell(w: &World, rpc: Rpc, c: Caller, t: Target, n: usize) -> String {
     match rpc {
         Rpc::Generate => {
-            let (id, _) = w.target_token(c, t).await;
+            let (id, secret) = w.target_token(c, t).await;
+            let before = w.validation(&secret).await;
             let r = w
                 .tokens(c)
                 .await
@@ -509,6 +587,49 @@ async fn cell(w: &World, rpc: Rpc, c: Caller, t: Target, n: usize) -> String {
                     ..Default::default()
                 })
                 .await;
+            let after = w.validation(&secret).await;
+            match &r {
+                Ok(g) => {
+                    let (old, new) = (
+                        before.token.clone().unwrap(),
+                        g.get_ref().token.clone().unwrap(),
+                    );
+                    effect(
+                        rpc,
+                        c,
+                        t,
+                        true,
+                        after.reason() == proto::Reason::Expired,
+                        "the old token still works",
+                    );
+                    effect(
+                        rpc,
+                        c,
+                        t,
+                        true,
+                        new.tenant == old.tenant
+                            && new.subject == old.subject
+                            && new.name == old.name,
+                        "the new token is not the old one's successor",
+                    );
+                    effect(
+                        rpc,
+                        c,
+                        t,
+                        true,
+                        w.validation(&g.get_ref().secret).await.valid,
+                        "the new token does not work",
+                    );
+                }
+                Err(_) => effect(
+                    rpc,
+                    c,
+                    t,
+                    false,
+                    after.valid == before.valid,
+                    "the target changed",
+                ),
+            }
             code(&r)
         }
         Rpc::List => {
@@ -542,8 +663,29 @@ async fn cell(w: &World, rpc: Rpc, c: Caller, t: Target, n: usize) -> String {
             }
         }
         Rpc::Revoke => {
-            let (id, _) = w.target_token(c, t).await;
-            code(&w.tokens(c).await.revoke(proto::RevokeRequest { id }).await)
+            let (id, secret) = w.target_token(c, t).await;
+            let before = w.validation(&secret).await;
+            let r = w.tokens(c).await.revoke(proto::RevokeRequest { id }).await;
+            let after = w.validation(&secret).await;
+            match &r {
+                Ok(_) => effect(
+                    rpc,
+                    c,
+                    t,
+                    true,
+                    after.reason() == proto::Reason::Revoked,
+                    "the token named is not revoked",
+                ),
+                Err(_) => effect(
+                    rpc,
+                    c,
+                    t,
+                    false,
+                    after.valid == before.valid,
+                    "the target changed",
+                ),
+            }
+            code(&r)
         }
         Rpc::RevokeLeaked => {
             let (_, secret) = w.target_token(c, t).await;
@@ -582,71 +724,99 @@ async fn cell(w: &World, rpc: Rpc, c: Caller, t: Target, n: usize) -> String {
                 Err(e) => code_name(e.code()).into(),
             }
         }
-        Rpc::PutPrincipal => {
+        Rpc::PutPrincipal
+        | Rpc::GetPrincipal
+        | Rpc::DeletePrincipal
+        | Rpc::ActivateRole
+        | Rpc::DeactivateRole => {
             let (id, tenant) = w.target_principal(c, t, n).await;
+            let home = c.tenant();
+            let before = w.principal(home, &id).await;
+            let elsewhere = w.principal(other_than(home), &id).await;
+            let mut dir = w.directory(c).await;
             // Oneself as one is (a demotion would change the caller); others as readers.
             let (role, assignment) = if t == Target::Own {
                 c.role()
             } else {
                 (Role::Reader, Assignment::Active)
             };
-            let r = w
-                .directory(c)
-                .await
-                .put_principal(proto::PutPrincipalRequest {
-                    principal: Some(proto::Principal {
-                        tenant,
-                        id,
-                        role: role as i32,
-                        assignment: assignment as i32,
-                        ..Default::default()
-                    }),
-                })
-                .await;
+            let r: Result<Option<proto::Principal>, Status> = match rpc {
+                Rpc::PutPrincipal => dir
+                    .put_principal(proto::PutPrincipalRequest {
+                        principal: Some(proto::Principal {
+                            tenant,
+                            id: id.clone(),
+                            role: role as i32,
+                            assignment: assignment as i32,
+                            ..Default::default()
+                        }),
+                    })
+                    .await
+                    .map(|p| Some(p.into_inner())),
+                Rpc::GetPrincipal => dir
+                    .get_principal(proto::GetPrincipalRequest { id: id.clone() })
+                    .await
+                    .map(|p| Some(p.into_inner())),
+                Rpc::DeletePrincipal => dir
+                    .delete_principal(proto::DeletePrincipalRequest { id: id.clone() })
+                    .await
+                    .map(|_| None),
+                Rpc::ActivateRole => dir
+                    .activate_role(proto::ActivateRoleRequest {
+                        id: id.clone(),
+                        duration: Some(prost_types::Duration {
+                            seconds: 3600,
+                            nanos: 0,
+                        }),
+                        justification: "matrix".into(),
+                    })
+                    .await
+                    .map(|p| Some(p.into_inner())),
+                _ => dir
+                    .deactivate_role(proto::DeactivateRoleRequest { id: id.clone() })
+                    .await
+                    .map(|p| Some(p.into_inner())),
+            };
+            let after = w.principal(home, &id).await;
+            effect(
+                rpc,
+                c,
+                t,
+                r.is_ok(),
+                w.principal(other_than(home), &id).await == elsewhere,
+                "the other tenant's principal of that id changed",
+            );
+            match &r {
+                Err(_) => effect(rpc, c, t, false, after == before, "the principal changed"),
+                Ok(answer) => {
+                    let held = match rpc {
+                        Rpc::PutPrincipal => after.as_ref().is_some_and(|p| {
+                            p.tenant == home
+                                && p.role == role as i32
+                                && p.assignment == assignment as i32
+                        }),
+                        Rpc::GetPrincipal => {
+                            answer == &after && after.as_ref().is_some_and(|p| p.tenant == home)
+                        }
+                        Rpc::DeletePrincipal => before.is_some() && after.is_none(),
+                        Rpc::ActivateRole => after
+                            .as_ref()
+                            .is_some_and(|p| p.activation_end_time.is_some()),
+                        _ => after
+                            .as_ref()
+                            .is_some_and(|p| p.activation_end_time.is_none()),
+                    };
+                    effect(
+                        rpc,
+                        c,
+                        t,
+                        true,
+                        held,
+                        "the principal named in the caller's tenant is not as asked",
+                    );
+                }
+            }
             code(&r)
-        }
-        Rpc::GetPrincipal => {
-            let (id, _) = w.target_principal(c, t, n).await;
-            code(
-                &w.directory(c)
-                    .await
-                    .get_principal(proto::GetPrincipalRequest { id })
-                    .await,
-            )
-        }
-        Rpc::DeletePrincipal => {
-            let (id, _) = w.target_principal(c, t, n).await;
-            code(
-                &w.directory(c)
-                    .await
-                    .delete_principal(proto::DeletePrincipalRequest { id })
-                    .await,
-            )
-        }
-        Rpc::ActivateRole => {
-            let (id, _) = w.target_principal(c, t, n).await;
-            let r = w
-                .directory(c)
-                .await
-                .activate_role(proto::ActivateRoleRequest {
-                    id,
-                    duration: Some(prost_types::Duration {
-                        seconds: 3600,
-                        nanos: 0,
-                    }),
-                    justification: "matrix".into(),
-                })
-                .await;
-            code(&r)
-        }
-        Rpc::DeactivateRole => {
-            let (id, _) = w.target_principal(c, t, n).await;
-            code(
-                &w.directory(c)
-                    .await
-                    .deactivate_role(proto::DeactivateRoleRequest { id })
-                    .await,
-            )
         }
         Rpc::ListPrincipals => {
             let r = w
@@ -680,6 +850,7 @@ async fn cell(w: &World, rpc: Rpc, c: Caller, t: Target, n: usize) -> String {
             Err(e) => code_name(e.code()).into(),
         },
         Rpc::UpdateTenant => {
+            let before = w.tenant_names().await;
             let r = w
                 .directory(c)
                 .await
@@ -693,6 +864,37 @@ async fn cell(w: &World, rpc: Rpc, c: Caller, t: Target, n: usize) -> String {
                     }),
                 })
                 .await;
+            let after = w.tenant_names().await;
+            match &r {
+                Ok(_) => {
+                    let mine = usize::from(c.tenant() != TENANT);
+                    effect(
+                        rpc,
+                        c,
+                        t,
+                        true,
+                        after[mine] == "Renamed" && after[1 - mine] == before[1 - mine],
+                        "not exactly the caller's tenant was renamed",
+                    );
+                    // Put back, so that the next cell's rename shows.
+                    let admin = if mine == 0 { &w.root } else { &w.keeper };
+                    w.app
+                        .directory(admin)
+                        .await
+                        .update_tenant(proto::UpdateTenantRequest {
+                            tenant: Some(proto::Tenant {
+                                display_name: before[mine].clone(),
+                                ..Default::default()
+                            }),
+                            update_mask: Some(prost_types::FieldMask {
+                                paths: vec!["display_name".into()],
+                            }),
+                        })
+                        .await
+                        .unwrap();
+                }
+                Err(_) => effect(rpc, c, t, false, after == before, "a tenant changed"),
+            }
             match r {
                 Ok(t) => format!("OK ({})", t.get_ref().id),
                 Err(e) => code_name(e.code()).into(),
