@@ -11,6 +11,7 @@ mod directory;
 mod frontdoor;
 mod helpers;
 mod leaks;
+mod limits;
 mod logs;
 mod matrix;
 mod operability;
