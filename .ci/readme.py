@@ -1,10 +1,14 @@
 #!/usr/bin/env python3
-"""Runs the README's commands exactly as written, on a clean clone, and checks what they print.
+"""Runs the commands of the README and of the guides in docs/ exactly as written, on a clean
+clone, and checks what they print.
 
     python3 .ci/readme.py            # check; exit 1 on any difference
-    python3 .ci/readme.py --update   # rewrite the README's outputs from a real run
+    python3 .ci/readme.py --update   # rewrite the documents' outputs from a real run
 
-The README marks what to run with HTML comments before a ```sh block:
+The documents are run in the order of DOCUMENTS, in one bash session against one server
+(the README's run command): the guides carry on from the walk-through, as a reader who
+follows them in that order would. A document marks what to run with HTML comments before a
+```sh block:
 
 - `<!-- readme-test: dev -->`: the first screen. Its first line is run in the background (it
   must print a ready-to-paste `grpcurl … Validate` command); that printed command is then run
@@ -35,7 +39,17 @@ import tempfile
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-README = os.path.join(ROOT, "README.md")
+# In the order a reader follows them.
+DOCUMENTS = [
+    "README.md",
+    "docs/walkthrough.md",
+    "docs/roles.md",
+    "docs/leaks.md",
+    "docs/front-door.md",
+    "docs/operations.md",
+    "docs/backup.md",
+    "docs/configuration.md",
+]
 
 # What differs from run to run, most specific first.
 VOLATILE = [
@@ -184,84 +198,91 @@ def check_dev(body, cwd, env):
 
 
 def main(update):
-    with open(README, encoding="utf-8") as f:
-        text = f.read()
+    texts = {}
+    for name in DOCUMENTS:
+        with open(os.path.join(ROOT, name), encoding="utf-8") as f:
+            texts[name] = f.read()
     env = dict(os.environ)
     env.setdefault("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
     env["TERM"] = "dumb"
     # Logs as a reader sees them on a terminal (text), though this runs without one.
     env["JETON_LOG_FORMAT"] = "pretty"
-    failures, replacements, seen = [], [], {}
+    failures, seen = [], {}
+    replacements = {name: [] for name in DOCUMENTS}
     with tempfile.TemporaryDirectory() as tmp:
         clone = os.path.join(tmp, "jeton")
         subprocess.run(["git", "clone", "-q", ROOT, clone], check=True)
         server, session = None, Session(clone, env)
         try:
-            for tag, body, b_start, b_end in blocks(text):
-                if tag == "skip":
-                    continue
-                if tag == "dev":
-                    check_dev(body, clone, env)
-                    continue
-                if tag == "server":
-                    command = body.strip()
-                    assert "\n" not in command, f"the run command is one line: {command!r}"
-                    server = start(command, clone, env)
-                    deadline = time.time() + 900
-                    while not grpc_health():
-                        if server.poll() is not None:
-                            sys.exit(f"the run command exited with {server.returncode}")
-                        if time.time() > deadline:
-                            sys.exit("the service did not answer within 15 minutes")
-                        time.sleep(1)
-                    continue
-                pairs = transcript(body)
-                if not pairs:
-                    continue
-                new_body = body
-                for raw, expected in pairs:
-                    # A value shown earlier stands for the one this run printed.
-                    command = raw
-                    for old, new in longest_first(seen):
-                        command = command.replace(old, new)
-                    print(f"$ {command}", flush=True)
-                    actual = normalize(session.run(command))
-                    want = normalize(expected)
-                    m = pattern(want).match(actual)
-                    olds = volatile(want)
-                    news = volatile(actual)
-                    if [k for k, _ in olds] == [k for k, _ in news]:
-                        seen.update(
-                            (o, n) for (k, o), (_, n) in zip(olds, news) if k in ("token", "id")
-                        )
-                    if update and expected.strip():
-                        new_body = new_body.replace(expected, actual, 1)
-                    elif update and actual:
-                        new_body = new_body.replace(f"$ {raw}\n", f"$ {raw}\n{actual}\n", 1)
-                    elif not m:
-                        failures.append((command, want, actual))
-                if update and new_body != body:
-                    replacements.append((b_start, b_end, new_body))
+            for name in DOCUMENTS:
+                print(f"# {name}", flush=True)
+                for tag, body, b_start, b_end in blocks(texts[name]):
+                    if tag == "skip":
+                        continue
+                    if tag == "dev":
+                        check_dev(body, clone, env)
+                        continue
+                    if tag == "server":
+                        command = body.strip()
+                        assert "\n" not in command, f"the run command is one line: {command!r}"
+                        server = start(command, clone, env)
+                        deadline = time.time() + 900
+                        while not grpc_health():
+                            if server.poll() is not None:
+                                sys.exit(f"the run command exited with {server.returncode}")
+                            if time.time() > deadline:
+                                sys.exit("the service did not answer within 15 minutes")
+                            time.sleep(1)
+                        continue
+                    pairs = transcript(body)
+                    if not pairs:
+                        continue
+                    new_body = body
+                    for raw, expected in pairs:
+                        # A value shown earlier stands for the one this run printed.
+                        command = raw
+                        for old, new in longest_first(seen):
+                            command = command.replace(old, new)
+                        print(f"$ {command}", flush=True)
+                        actual = normalize(session.run(command))
+                        want = normalize(expected)
+                        m = pattern(want).match(actual)
+                        olds = volatile(want)
+                        news = volatile(actual)
+                        if [k for k, _ in olds] == [k for k, _ in news]:
+                            seen.update(
+                                (o, n) for (k, o), (_, n) in zip(olds, news) if k in ("token", "id")
+                            )
+                        if update and expected.strip():
+                            new_body = new_body.replace(expected, actual, 1)
+                        elif update and actual:
+                            new_body = new_body.replace(f"$ {raw}\n", f"$ {raw}\n{actual}\n", 1)
+                        elif not m:
+                            failures.append((name, command, want, actual))
+                    if update and new_body != body:
+                        replacements[name].append((b_start, b_end, new_body))
         finally:
             session.close()
             if server and stop(server) != 0:
-                failures.append(("(server)", "a clean stop on SIGTERM", f"exit {server.returncode}"))
+                failures.append(("README.md", "(server)", "a clean stop on SIGTERM", f"exit {server.returncode}"))
     if update:
-        for b_start, b_end, new_body in sorted(replacements, reverse=True):
-            text = text[:b_start] + new_body + text[b_end:]
-        # Commands that use a value shown earlier now use the one this run printed.
-        for old, new in longest_first(seen):
-            if len(old) >= 22:
-                text = text.replace(old, new)
-        with open(README, "w", encoding="utf-8") as f:
-            f.write(text)
-        print(f"README: {len(replacements)} block(s) rewritten from a real run")
+        for name in DOCUMENTS:
+            text = texts[name]
+            for b_start, b_end, new_body in sorted(replacements[name], reverse=True):
+                text = text[:b_start] + new_body + text[b_end:]
+            # Commands that use a value shown earlier now use the one this run printed.
+            for old, new in longest_first(seen):
+                if len(old) >= 22:
+                    text = text.replace(old, new)
+            with open(os.path.join(ROOT, name), "w", encoding="utf-8") as f:
+                f.write(text)
+            print(f"{name}: {len(replacements[name])} block(s) rewritten from a real run")
         return
-    for command, want, actual in failures:
-        print(f"\n--- {command}\n--- README shows:\n{want}\n--- this run printed:\n{actual}")
+    for name, command, want, actual in failures:
+        print(f"\n--- {name}: {command}\n--- it shows:\n{want}\n--- this run printed:\n{actual}")
     if failures:
-        sys.exit(f"\nREADME: {len(failures)} command(s) print something else")
-    print("README: every command ran as written and printed what the README shows")
+        sys.exit(f"\n{len(failures)} command(s) print something else than their document shows")
+    print("every command of the README and the guides ran as written and printed what they show")
 
 
 if __name__ == "__main__":

@@ -257,8 +257,8 @@ fn serve_reads_a_toml_config_file() {
     assert!(dir.path().join("from-file.db").exists());
 }
 
-/// Precedence of settings, as src/config/mod.rs implements it and the README's
-/// Configuration section states it: flag > environment > file > default. Observed through
+/// Precedence of settings, as src/config/mod.rs implements it and docs/configuration.md
+/// states it: flag > environment > file > default. Observed through
 /// the real binary: which database file `jeton serve` opens (and logs), and whether it logs
 /// JSON (`log_format`, whose default with a piped stderr is JSON).
 #[test]
@@ -415,14 +415,13 @@ fn settings_from_help() -> std::collections::BTreeMap<String, Setting> {
     settings
 }
 
-/// The configuration table of the README.
-fn settings_from_readme() -> std::collections::BTreeMap<String, Setting> {
-    let readme =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let section = readme
-        .split("## Configuration")
-        .nth(1)
-        .expect("a Configuration section");
+/// The table of the configuration reference, docs/configuration.md.
+fn settings_from_reference() -> std::collections::BTreeMap<String, Setting> {
+    let section = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/docs/configuration.md"
+    ))
+    .unwrap();
     let unquote = |c: &str| c.trim().trim_matches('`').to_owned();
     section
         .lines()
@@ -445,9 +444,9 @@ fn settings_from_readme() -> std::collections::BTreeMap<String, Setting> {
 }
 
 #[test]
-fn the_readme_configuration_table_is_what_help_says() {
+fn the_configuration_reference_is_what_help_says() {
     let help = settings_from_help();
-    let readme = settings_from_readme();
+    let readme = settings_from_reference();
     assert!(help.len() > 20, "help was parsed: {help:?}");
     assert_eq!(
         help.keys().collect::<Vec<_>>(),

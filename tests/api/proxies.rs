@@ -1033,19 +1033,20 @@ async fn the_envoy_example_asks_jeton_over_grpc_with_the_extensions_it_reads() {
     }
 }
 
-/// README's nginx lines are the example's: every line of its ```nginx block (trimmed) is a
-/// line of `deploy/nginx/jeton.conf`, which the test above runs with a real nginx.
+/// The front-door guide's nginx lines are the example's: every line of its ```nginx block
+/// (trimmed) is a line of `deploy/nginx/jeton.conf`, which the test above runs with a real
+/// nginx.
 #[test]
-fn the_readme_nginx_lines_are_in_the_example_the_tests_run() {
+fn the_guides_nginx_lines_are_in_the_example_the_tests_run() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let readme = std::fs::read_to_string(root.join("docs/front-door.md")).unwrap();
     let example = std::fs::read_to_string(root.join(Kind::Nginx.example())).unwrap();
     let example: std::collections::HashSet<&str> = example.lines().map(str::trim).collect();
     let block = readme
         .split("```nginx\n")
         .nth(1)
         .and_then(|rest| rest.split("```").next())
-        .expect("README shows an nginx block");
+        .expect("docs/front-door.md shows an nginx block");
     let lines: Vec<&str> = block
         .lines()
         .map(str::trim)
@@ -1055,7 +1056,7 @@ fn the_readme_nginx_lines_are_in_the_example_the_tests_run() {
     for line in lines {
         assert!(
             example.contains(line),
-            "README's nginx line {line:?} is not in {}",
+            "docs/front-door.md's nginx line {line:?} is not in {}",
             Kind::Nginx.example()
         );
     }
