@@ -116,7 +116,8 @@ fn unused_since(last_used: SimpleExpr, cutoff: DateTime<Utc>) -> Condition {
 /// after the page. Filters on the last use compare an expression (`last_used_at + 0`), not
 /// the column, so that no engine takes the retirement sweeper's last-use index for them and
 /// then sorts every matching row: on SQLite that plan read and sorted a third of a
-/// million-token table for each page (1.26 s at 10^6, `jeton-bench`'s List table).
+/// million-token table for each page (over a second at 10^6, seen with `jeton-bench`'s List
+/// table while fixing it).
 fn list_select(q: &TokenQuery<'_>) -> sea_orm::Select<token::Entity> {
     use token::Column as C;
     let last_used = || Expr::col(C::LastUsedAt).add(0);
