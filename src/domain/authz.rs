@@ -190,7 +190,7 @@ impl Actor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{Networks, Role, TokenId, TokenName};
+    use crate::domain::Role;
 
     fn actor(who: &str, role: Role) -> Actor {
         Actor {
@@ -201,21 +201,7 @@ mod tests {
     }
 
     fn token(ns: Namespace, subject: &str) -> Token {
-        Token {
-            id: TokenId::parse("0123456789abcdefghijkl").unwrap(),
-            tenant: TenantId::parse("contoso").unwrap(),
-            namespace: ns,
-            name: TokenName::parse("t").unwrap(),
-            subject: Subject::parse(subject).unwrap(),
-            creator: PrincipalId::parse("alice").unwrap(),
-            scopes: Role::Reader.scopes(),
-            created_at: Utc::now(),
-            last_used_at: None,
-            expires_at: None,
-            revoked_at: None,
-            replaces: None,
-            allowed: Networks::default(),
-        }
+        Token::for_tests(ns, subject, Role::Reader.scopes())
     }
 
     #[test]

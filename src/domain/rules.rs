@@ -148,9 +148,7 @@ pub(crate) fn judge(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{
-        Assignment, Networks, PrincipalId, Role, Scope, Subject, TenantId, TokenId, TokenName,
-    };
+    use crate::domain::{Assignment, Networks, PrincipalId, Role, Scope, TenantId};
     use chrono::TimeDelta;
 
     fn actor(scopes: ScopeSet) -> Actor {
@@ -162,21 +160,7 @@ mod tests {
     }
 
     fn token(ns: Namespace, scopes: ScopeSet) -> Token {
-        Token {
-            id: TokenId::parse("0123456789abcdefghijkl").unwrap(),
-            tenant: TenantId::parse("contoso").unwrap(),
-            namespace: ns,
-            name: TokenName::parse("t").unwrap(),
-            subject: Subject::parse("alice").unwrap(),
-            creator: PrincipalId::parse("alice").unwrap(),
-            scopes,
-            created_at: Utc::now(),
-            last_used_at: None,
-            expires_at: None,
-            revoked_at: None,
-            replaces: None,
-            allowed: Networks::default(),
-        }
+        Token::for_tests(ns, "alice", scopes)
     }
 
     fn owner(role: Role) -> Principal {

@@ -204,6 +204,26 @@ impl Token {
     pub(crate) fn is_expired_at(&self, now: DateTime<Utc>) -> bool {
         self.expires_at.is_some_and(|end| now >= end)
     }
+
+    /// A live token of tenant `contoso` owned by `subject`, for the domain's unit tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(namespace: Namespace, subject: &str, scopes: ScopeSet) -> Self {
+        Token {
+            id: TokenId::parse("0123456789abcdefghijkl").unwrap(),
+            tenant: TenantId::parse("contoso").unwrap(),
+            namespace,
+            name: TokenName::parse("t").unwrap(),
+            subject: Subject::parse(subject).unwrap(),
+            creator: PrincipalId::parse("alice").unwrap(),
+            scopes,
+            created_at: Utc::now(),
+            last_used_at: None,
+            expires_at: None,
+            revoked_at: None,
+            replaces: None,
+            allowed: super::Networks::default(),
+        }
+    }
 }
 
 /// A token as shown to a caller: its metadata and its status at the time of the answer.

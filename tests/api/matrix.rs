@@ -574,6 +574,17 @@ fn effect(rpc: Rpc, c: Caller, t: Target, ok: bool, held: bool, what: &str) {
     );
 }
 
+/// A refused call on a token changed nothing: it validates as it did before.
+fn untouched(
+    rpc: Rpc,
+    c: Caller,
+    t: Target,
+    before: &proto::ValidateResponse,
+    after: &proto::ValidateResponse,
+) {
+    effect(rpc, c, t, false, after == before, "the target changed");
+}
+
 async fn cell(w: &World, rpc: Rpc, c: Caller, t: Target, n: usize) -> String {
     match rpc {
         Rpc::Generate => {
@@ -621,14 +632,7 @@ async fn cell(w: &World, rpc: Rpc, c: Caller, t: Target, n: usize) -> String {
                         "the new token does not work",
                     );
                 }
-                Err(_) => effect(
-                    rpc,
-                    c,
-                    t,
-                    false,
-                    after.valid == before.valid,
-                    "the target changed",
-                ),
+                Err(_) => untouched(rpc, c, t, &before, &after),
             }
             code(&r)
         }
@@ -676,14 +680,7 @@ async fn cell(w: &World, rpc: Rpc, c: Caller, t: Target, n: usize) -> String {
                     after.reason() == proto::Reason::Revoked,
                     "the token named is not revoked",
                 ),
-                Err(_) => effect(
-                    rpc,
-                    c,
-                    t,
-                    false,
-                    after.valid == before.valid,
-                    "the target changed",
-                ),
+                Err(_) => untouched(rpc, c, t, &before, &after),
             }
             code(&r)
         }
