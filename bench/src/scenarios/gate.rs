@@ -6,7 +6,10 @@
 //! The free authorizer costs nginx exactly the subrequest jeton's route costs, so
 //! jeton / free is jeton's own price. `wrk` (an HTTP load generator in C) drives each route
 //! in alternating windows (U F J, F J U, J U F, …), so the machine's noise falls on all
-//! three alike; the table shows medians.
+//! three alike; the table shows medians. Beside requests a second it shows what each request
+//! cost the server core (nginx's processes and jeton, from `/proc`): on a shared machine the
+//! load generator's core is not always its own, and the CPU cost per request does not depend
+//! on how fast requests came.
 
 use super::{Ctx, flags};
 use crate::report::{median, table};
@@ -49,6 +52,14 @@ struct Window {
     p99_ms: f64,
     /// jeton's CPU time over the window.
     jeton_cpu: Duration,
+    /// nginx's CPU time (master and worker) over the window.
+    nginx_cpu: Duration,
+}
+
+impl Window {
+    fn us_per_request(&self, cpu: Duration) -> f64 {
+        cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
 }
 
 pub async fn run(ctx: &Ctx) -> Result<String, BoxError> {
@@ -91,10 +102,11 @@ pub async fn run(ctx: &Ctx) -> Result<String, BoxError> {
         for r in 0..ctx.args.repeats as usize {
             for i in 0..Route::ALL.len() {
                 let route = Route::ALL[(i + r) % Route::ALL.len()];
-                let before = server.cpu();
+                let before = (server.cpu(), proxy.cpu());
                 let window = Duration::from_secs(ctx.args.seconds);
                 let mut w = run_wrk(&wrk, &proxy, route, &bearer, conns, window).await?;
-                w.jeton_cpu = server.cpu().saturating_sub(before);
+                w.jeton_cpu = server.cpu().saturating_sub(before.0);
+                w.nginx_cpu = proxy.cpu().saturating_sub(before.1);
                 by_route[route as usize].push(w);
                 bar.inc(1);
             }
@@ -238,6 +250,7 @@ fn parse_wrk(text: &str) -> Result<Window, String> {
         p50_ms: millis(value("50%")?)?,
         p99_ms: millis(value("99%")?)?,
         jeton_cpu: Duration::ZERO,
+        nginx_cpu: Duration::ZERO,
     })
 }
 
@@ -268,6 +281,8 @@ struct Row {
     spread: [f64; 3],
     p50: [f64; 3],
     p99: [f64; 3],
+    /// CPU of the server core (nginx and jeton) per request, µs.
+    cost: [f64; 3],
     jeton_cpu_us: f64,
 }
 
@@ -287,10 +302,13 @@ fn row(conns: usize, by_route: &[Vec<Window>; 3]) -> Row {
         spread: by_route.each_ref().map(spread),
         p50: by_route.each_ref().map(|ws| med(ws, |w| w.p50_ms)),
         p99: by_route.each_ref().map(|ws| med(ws, |w| w.p99_ms)),
+        cost: by_route
+            .each_ref()
+            .map(|ws| med(ws, |w| w.us_per_request(w.jeton_cpu + w.nginx_cpu))),
         jeton_cpu_us: median(
             jeton
                 .iter()
-                .map(|w| w.jeton_cpu.as_secs_f64() * 1e6 / w.requests.max(1) as f64)
+                .map(|w| w.us_per_request(w.jeton_cpu))
                 .collect(),
         ),
     }
@@ -308,6 +326,7 @@ fn render(ctx: &Ctx, rows: &[Row]) -> String {
             let rate = |i: usize| format!("{:.0} ±{:.0}%", r.rate[i], r.spread[i] * 100.0);
             let lat = |i: usize| format!("{:.2} / {:.2}", r.p50[i], r.p99[i]);
             let ratio = |a: usize, b: usize| r.rate[a] / r.rate[b].max(f64::MIN_POSITIVE);
+            let cost_ratio = r.cost[f] / r.cost[j].max(f64::MIN_POSITIVE);
             vec![
                 r.conns.to_string(),
                 rate(u),
@@ -317,6 +336,8 @@ fn render(ctx: &Ctx, rows: &[Row]) -> String {
                 format!("{:.2}", ratio(j, u)),
                 format!("{:.2}", ratio(f, u)),
                 format!("{} · {} · {}", lat(u), lat(f), lat(j)),
+                format!("{:.1} · {:.1} · {:.1}", r.cost[u], r.cost[f], r.cost[j]),
+                format!("**{cost_ratio:.2}**"),
                 format!("{:.1}", r.jeton_cpu_us),
             ]
         })
@@ -342,8 +363,11 @@ fn render(ctx: &Ctx, rows: &[Row]) -> String {
          …), after {} s of unrecorded load on each; a window with any refused request or \
          socket error fails the run. The table shows the median window per route (± half the \
          range of its windows), ratios of those medians, the medians of wrk's p50 and p99, \
-         and jeton's CPU (user + system, from `/proc`) per request of the jeton windows. \
-         Target: jeton / free authorizer ≥ 0.9.\n\n{}",
+         the server core's CPU per request (user + system of nginx's master and worker and of \
+         jeton, from `/proc`, 10 ms ticks; median window), the free route's CPU per request \
+         over jeton's (the throughput ratio the two would have on a core of their own), and \
+         jeton's own CPU per request of the jeton windows. Target: jeton / free authorizer \
+         ≥ 0.9.\n\n{}",
         super::Scenario::Gate.title(),
         nginx_version(),
         ctx.args.seconds,
@@ -359,7 +383,9 @@ fn render(ctx: &Ctx, rows: &[Row]) -> String {
                 "jeton / unguarded",
                 "free / unguarded",
                 "p50 / p99 ms: unguarded · free · jeton",
-                "jeton CPU µs per request",
+                "server CPU µs per request: unguarded · free · jeton",
+                "free / jeton CPU per request",
+                "jeton's own CPU µs per request",
             ],
             &body,
         )
@@ -435,6 +461,31 @@ impl Nginx {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("nginx.err")).unwrap_or_default()
+    }
+
+    /// User + system CPU time of the master and its worker so far.
+    fn cpu(&self) -> Duration {
+        let Some(master) = self.child.as_ref().map(Child::id) else {
+            return Duration::ZERO;
+        };
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Duration::ZERO;
+        };
+        let ticks: u64 = entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+            .filter_map(|pid| {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+                // After the command's closing parenthesis: state, ppid, …, utime (12th),
+                // stime (13th).
+                let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+                let ppid: u32 = fields.get(1)?.parse().ok()?;
+                (pid == master || ppid == master).then(|| {
+                    let at = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok());
+                    at(11).unwrap_or(0) + at(12).unwrap_or(0)
+                })
+            })
+            .sum();
+        Duration::from_millis(ticks * 10) // USER_HZ = 100 on Linux, as testkit's Served
     }
 
     /// Stops it; what it logged.
