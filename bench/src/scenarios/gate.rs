@@ -20,6 +20,10 @@ use std::time::{Duration, Instant};
 
 /// Client connections wrk keeps open to nginx, one row each.
 const CONNECTIONS: [usize; 2] = [32, 256];
+/// Idle connections nginx keeps to each upstream: more than the busiest row has requests in
+/// flight, so that no route opens and closes connections per request (beyond it nginx
+/// does, and that churn, not the authorizer, would dominate the 256-connection row).
+const KEEPALIVE: usize = 512;
 /// Unrecorded load on each route before a row's windows.
 const WARMUP: Duration = Duration::from_secs(1);
 
@@ -356,8 +360,8 @@ fn render(ctx: &Ctx, rows: &[Row]) -> String {
          `/v1/forward-auth` the same way (copying the four `X-Jeton-*` headers, as \
          `deploy/nginx/jeton.conf` does), with a valid token that jeton has cached \
          (`--cache-ttl 1h`, `--last-use-flush-interval 1h`, SQLite). Every upstream has \
-         `keepalive` with HTTP/1.1 and an empty `Connection` header, so no route opens a \
-         connection per request. {pinned}. Every request carries the token. `wrk -t1 \
+         `keepalive {KEEPALIVE}` (more than the requests in flight) with HTTP/1.1 and an empty \
+         `Connection` header, so no route opens a connection per request. {pinned}. Every request carries the token. `wrk -t1 \
          -c<connections> --latency` drives one route per window of {} s; each route gets {} \
          windows per row, the routes alternating in a rotating order (U F J, F J U, J U F, \
          …), after {} s of unrecorded load on each; a window with any refused request or \
@@ -584,15 +588,15 @@ http {{
 
     upstream service {{
         server 127.0.0.1:{service};
-        keepalive 64;
+        keepalive {KEEPALIVE};
     }}
     upstream free {{
         server 127.0.0.1:{free};
-        keepalive 64;
+        keepalive {KEEPALIVE};
     }}
     upstream jeton {{
         server {jeton};
-        keepalive 64;
+        keepalive {KEEPALIVE};
     }}
 
     server {{
