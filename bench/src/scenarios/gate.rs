@@ -1,10 +1,11 @@
-//! What jeton costs at the gate: a real nginx in front of a trivial service (a server block
-//! of the same nginx answering a short 200), reached by three routes of that nginx —
-//! unguarded, guarded by a free authorizer (an `auth_request` to a server block of nginx
-//! itself that answers 204), and guarded by jeton's `/v1/forward-auth` with a valid, cached
-//! token — each with keep-alive to whatever it talks to, as `deploy/nginx/jeton.conf` ships.
-//! The free authorizer costs nginx exactly the subrequest jeton's route costs, so
-//! jeton / free is jeton's own price. `wrk` (an HTTP load generator in C) drives each route
+//! What jeton costs at the gate: a real nginx (the front) in front of a trivial service,
+//! reached by three routes of the front — unguarded, guarded by a free authorizer (an
+//! `auth_request` answered 204 at once), and guarded by jeton's `/v1/forward-auth` with a
+//! valid, cached token — each with keep-alive to whatever it talks to, as
+//! `deploy/nginx/jeton.conf` ships. The service and the free authorizer are server blocks
+//! of a second nginx (the back), so that both authorizers are another process than the
+//! front, which does the very same work on both guarded routes: jeton / free is jeton's own
+//! price. `wrk` (an HTTP load generator in C) drives each route
 //! in alternating windows (U F J, F J U, J U F, …), so the machine's noise falls on all
 //! three alike; the table shows medians. Beside requests a second it shows what each request
 //! cost the server core (nginx's processes and jeton, from `/proc`): on a shared machine the
@@ -56,7 +57,7 @@ struct Window {
     p99_ms: f64,
     /// jeton's CPU time over the window.
     jeton_cpu: Duration,
-    /// nginx's CPU time (master and worker) over the window.
+    /// The CPU time of both nginx (masters and workers) over the window.
     nginx_cpu: Duration,
 }
 
@@ -87,9 +88,12 @@ pub async fn run(ctx: &Ctx) -> Result<String, BoxError> {
     let jeton = server
         .http_addr()
         .ok_or("jeton serve logged no HTTP listener")?;
-    let dir = ctx.dir.path().join("gate-nginx");
-    std::fs::create_dir_all(&dir)?;
-    let proxy = Nginx::start(&nginx, &dir, &jeton, ctx.pinning.server_core())?;
+    let proxy = Gate::start(
+        &nginx,
+        &ctx.dir.path().join("gate"),
+        &jeton,
+        ctx.pinning.server_core(),
+    )?;
     let bearer = format!("Authorization: Bearer {token}");
     check_routes(&wrk, &proxy, &bearer).await?;
 
@@ -120,7 +124,7 @@ pub async fn run(ctx: &Ctx) -> Result<String, BoxError> {
     bar.finish();
     let log = proxy.stop();
     server.stop()?;
-    if log.contains("[emerg]") || log.contains("[alert]") {
+    if log.contains("[emerg]") || log.contains("[alert]") || log.contains("[crit]") {
         return Err(format!("nginx complained during the run:\n{log}").into());
     }
     Ok(render(ctx, &rows))
@@ -138,7 +142,7 @@ fn find(program: &str) -> Option<PathBuf> {
 /// Each route answers what it should before anything is measured: 200 with the token on
 /// all three, and 401 without it on jeton's (the guard is real). A window whose requests
 /// were refused would measure refusals.
-async fn check_routes(wrk: &Path, proxy: &Nginx, bearer: &str) -> Result<(), BoxError> {
+async fn check_routes(wrk: &Path, proxy: &Gate, bearer: &str) -> Result<(), BoxError> {
     for route in Route::ALL {
         let status = get(proxy.port, route.path(), Some(bearer))?;
         if status != 200 {
@@ -194,7 +198,7 @@ fn get(port: u16, path: &str, header: Option<&str>) -> Result<u16, BoxError> {
 /// error or any answer other than 2xx/3xx.
 async fn run_wrk(
     wrk: &Path,
-    proxy: &Nginx,
+    proxy: &Gate,
     route: Route,
     bearer: &str,
     conns: usize,
@@ -347,28 +351,30 @@ fn render(ctx: &Ctx, rows: &[Row]) -> String {
         })
         .collect();
     let pinned = if ctx.pinning.server_core().is_some() {
-        "nginx (one worker) and jeton are pinned to the server core, wrk (one thread) runs on \
-         the load generator's core"
+        "Both nginx and jeton are pinned to the server core, wrk (one thread) runs on the \
+         load generator's core"
     } else {
         "nothing is pinned"
     };
     format!(
-        "## {}\n\nA real nginx ({}) with one worker, three server blocks: the service (a \
-         location answering `200 ok`), a free authorizer (a location answering 204), and the \
-         front, whose routes `/unguarded/`, `/free/` and `/jeton/` all proxy to the service; \
+        "## {}\n\nTwo real nginx ({}), one worker each. The back serves the service (a \
+         location answering `200 ok`) and a free authorizer (a location answering 204). The \
+         front's routes `/unguarded/`, `/free/` and `/jeton/` all proxy to the service; \
          `/free/` first asks the free authorizer with `auth_request`, `/jeton/` asks jeton's \
-         `/v1/forward-auth` the same way (copying the four `X-Jeton-*` headers, as \
-         `deploy/nginx/jeton.conf` does), with a valid token that jeton has cached \
-         (`--cache-ttl 1h`, `--last-use-flush-interval 1h`, SQLite). Every upstream has \
-         `keepalive {KEEPALIVE}` (more than the requests in flight) with HTTP/1.1 and an empty \
-         `Connection` header, so no route opens a connection per request. {pinned}. Every request carries the token. `wrk -t1 \
-         -c<connections> --latency` drives one route per window of {} s; each route gets {} \
-         windows per row, the routes alternating in a rotating order (U F J, F J U, J U F, \
-         …), after {} s of unrecorded load on each; a window with any refused request or \
-         socket error fails the run. The table shows the median window per route (± half the \
+         `/v1/forward-auth` the same way, both copying the four `X-Jeton-*` headers as \
+         `deploy/nginx/jeton.conf` does, so the front does the same work on both and only \
+         the authorizer differs. jeton has the token cached (`--cache-ttl 1h`, \
+         `--last-use-flush-interval 1h`, SQLite). Every upstream has `keepalive {KEEPALIVE}` \
+         (more than the requests in flight) with HTTP/1.1 and an empty `Connection` header, \
+         so no route opens a connection per request. {pinned}. Every request carries the \
+         token. `wrk -t1 -c<connections> --latency` drives one route per window of {} s; \
+         each route gets {} windows per row, the routes alternating in a rotating order (U F \
+         J, F J U, J U F, …), after {} s of unrecorded load on each; a window with any \
+         refused request or socket error fails the run. The table shows the median window per route (± half the \
          range of its windows), ratios of those medians, the medians of wrk's p50 and p99, \
-         the server core's CPU per request (user + system of nginx's master and worker and of \
-         jeton, from `/proc`, 10 ms ticks; median window), the free route's CPU per request \
+         the server core's CPU per request (user + system of both nginx and of jeton, from \
+         `/proc`, 10 ms ticks; median window; the kernel's network work in softirq, a fifth \
+         of the core or more here, is in no process and so not counted), the free route's CPU per request \
          over jeton's (the throughput ratio the two would have on a core of their own), and \
          jeton's own CPU per request of the jeton windows. Target: jeton / free authorizer \
          ≥ 0.9.\n\n{}",
@@ -408,19 +414,74 @@ fn nginx_version() -> String {
         .unwrap_or_else(|| "nginx".into())
 }
 
-/// The nginx of the scenario, running a configuration written for it; stopped (SIGTERM,
-/// which stops its worker too) when dropped.
+/// The two nginx of the scenario: the front, whose routes are measured, and the back, which
+/// serves the service and the free authorizer.
+struct Gate {
+    front: Nginx,
+    back: Nginx,
+    /// The front's port.
+    port: u16,
+}
+
+impl Gate {
+    fn start(program: &Path, dir: &Path, jeton: &str, core: Option<u32>) -> Result<Self, BoxError> {
+        let [front, service, free] = free_ports()?;
+        let back = Nginx::start(
+            program,
+            &dir.join("back"),
+            &back_config(service, free),
+            service,
+            core,
+        )?;
+        let front_nginx = Nginx::start(
+            program,
+            &dir.join("front"),
+            &front_config(front, service, free, jeton),
+            front,
+            core,
+        )?;
+        Ok(Self {
+            front: front_nginx,
+            back,
+            port: front,
+        })
+    }
+
+    fn cpu(&self) -> Duration {
+        self.front.cpu() + self.back.cpu()
+    }
+
+    fn log(&self) -> String {
+        format!("front:\n{}back:\n{}", self.front.log(), self.back.log())
+    }
+
+    /// Stops both; what they logged.
+    fn stop(mut self) -> String {
+        self.front.terminate();
+        self.back.terminate();
+        self.log()
+    }
+}
+
+/// An nginx running a configuration written for it, its prefix (`-p`) a directory of its
+/// own; stopped (SIGTERM, which stops its worker too) when dropped.
 struct Nginx {
     child: Option<Child>,
-    port: u16,
     dir: PathBuf,
 }
 
 impl Nginx {
-    fn start(program: &Path, dir: &Path, jeton: &str, core: Option<u32>) -> Result<Self, BoxError> {
-        let [front, service, free] = free_ports()?;
-        let config = dir.join("nginx.conf");
-        std::fs::write(&config, config_text(jeton, front, service, free))?;
+    /// Starts nginx on `config` and waits until it accepts connections on `port`.
+    fn start(
+        program: &Path,
+        dir: &Path,
+        config: &str,
+        port: u16,
+        core: Option<u32>,
+    ) -> Result<Self, BoxError> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("nginx.conf");
+        std::fs::write(&path, config)?;
         let mut cmd = match core {
             Some(core) => {
                 let mut cmd = Command::new("taskset");
@@ -432,7 +493,7 @@ impl Nginx {
         cmd.arg("-p")
             .arg(dir)
             .args(["-e", "stderr", "-c"])
-            .arg(&config)
+            .arg(&path)
             .stdin(Stdio::null())
             .stdout(std::fs::File::create(dir.join("nginx.log"))?)
             .stderr(std::fs::File::create(dir.join("nginx.err"))?);
@@ -441,11 +502,10 @@ impl Nginx {
             .map_err(|e| format!("cannot start {}: {e}", program.display()))?;
         let mut nginx = Self {
             child: Some(child),
-            port: front,
             dir: dir.to_path_buf(),
         };
         let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", front)).is_err() {
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             let exited = nginx
                 .child
                 .as_mut()
@@ -492,12 +552,6 @@ impl Nginx {
         Duration::from_millis(ticks * 10) // USER_HZ = 100 on Linux, as testkit's Served
     }
 
-    /// Stops it; what it logged.
-    fn stop(mut self) -> String {
-        self.terminate();
-        self.log()
-    }
-
     fn terminate(&mut self) {
         let Some(mut child) = self.child.take() else {
             return;
@@ -536,9 +590,52 @@ fn free_ports() -> Result<[u16; 3], BoxError> {
     Ok(ports)
 }
 
-/// The whole nginx.conf: relative paths are under the `-p` prefix.
-fn config_text(jeton: &str, front: u16, service: u16, free: u16) -> String {
-    // The lines both guarded routes share, so that they cost nginx the same.
+/// What both nginx.conf share: foreground, one worker, relative paths under the `-p`
+/// prefix, clients keeping their connections for a whole window.
+fn common(servers: &str) -> String {
+    format!(
+        "daemon off;
+worker_processes 1;
+pid nginx.pid;
+error_log stderr warn;
+events {{
+    worker_connections 4096;
+}}
+http {{
+    access_log off;
+    keepalive_requests 1000000;
+    client_body_temp_path client_body_temp;
+    proxy_temp_path proxy_temp;
+    fastcgi_temp_path fastcgi_temp;
+    uwsgi_temp_path uwsgi_temp;
+    scgi_temp_path scgi_temp;
+{servers}}}
+"
+    )
+}
+
+/// The back: the service (a short 200) and the free authorizer (204).
+fn back_config(service: u16, free: u16) -> String {
+    common(&format!(
+        "    server {{
+        listen 127.0.0.1:{service};
+        location / {{
+            return 200 \"ok\\n\";
+        }}
+    }}
+    server {{
+        listen 127.0.0.1:{free};
+        location / {{
+            return 204;
+        }}
+    }}
+"
+    ))
+}
+
+/// The front: the three routes, keep-alive to the service, the free authorizer and jeton.
+fn front_config(front: u16, service: u16, free: u16, jeton: &str) -> String {
+    // The lines both guarded routes share, so that they cost the front the same.
     let guarded = |auth: &str| {
         format!(
             "            auth_request {auth};
@@ -568,25 +665,8 @@ fn config_text(jeton: &str, front: u16, service: u16, free: u16) -> String {
             proxy_set_header X-Original-URI $request_uri;"
         )
     };
-    format!(
-        "daemon off;
-worker_processes 1;
-pid nginx.pid;
-error_log stderr warn;
-events {{
-    worker_connections 4096;
-}}
-http {{
-    access_log off;
-    # Clients (wrk) keep their connections for the whole window, on every route alike.
-    keepalive_requests 1000000;
-    client_body_temp_path client_body_temp;
-    proxy_temp_path proxy_temp;
-    fastcgi_temp_path fastcgi_temp;
-    uwsgi_temp_path uwsgi_temp;
-    scgi_temp_path scgi_temp;
-
-    upstream service {{
+    common(&format!(
+        "    upstream service {{
         server 127.0.0.1:{service};
         keepalive {KEEPALIVE};
     }}
@@ -597,19 +677,6 @@ http {{
     upstream jeton {{
         server {jeton};
         keepalive {KEEPALIVE};
-    }}
-
-    server {{
-        listen 127.0.0.1:{service};
-        location / {{
-            return 200 \"ok\\n\";
-        }}
-    }}
-    server {{
-        listen 127.0.0.1:{free};
-        location / {{
-            return 204;
-        }}
     }}
     server {{
         listen 127.0.0.1:{front};
@@ -631,13 +698,12 @@ http {{
 {jeton_auth}
         }}
     }}
-}}
 ",
         free_route = guarded("/_free"),
         jeton_route = guarded("/_jeton"),
         free_auth = subrequest("http://free"),
         jeton_auth = subrequest("http://jeton/v1/forward-auth?namespace=api&scopes="),
-    )
+    ))
 }
 
 #[cfg(test)]
