@@ -373,8 +373,8 @@ fn render(ctx: &Ctx, rows: &[Row]) -> String {
          refused request or socket error fails the run. The table shows the median window per route (± half the \
          range of its windows), ratios of those medians, the medians of wrk's p50 and p99, \
          the server core's CPU per request (user + system of both nginx and of jeton, from \
-         `/proc`, 10 ms ticks; median window; the kernel's network work in softirq, a fifth \
-         of the core or more here, is in no process and so not counted), the free route's CPU per request \
+         `/proc`, 10 ms ticks; median window; the kernel's network work done in softirq \
+         belongs to no process and is not counted), the free route's CPU per request \
          over jeton's (the throughput ratio the two would have on a core of their own), and \
          jeton's own CPU per request of the jeton windows. Target: jeton / free authorizer \
          ≥ 0.9.\n\n{}",
