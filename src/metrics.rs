@@ -118,7 +118,6 @@ pub(crate) fn install() -> Result<&'static PrometheusHandle, String> {
     metrics::set_global_recorder(recorder).map_err(|e| e.to_string())?;
     let _ = RECORDER.set(handle);
     let _ = HANDLES.set(register());
-    gauge!("jeton_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     RECORDER
         .get()
         .ok_or_else(|| "metrics recorder lost".to_owned())
@@ -182,9 +181,14 @@ fn register() -> Handles {
         "last-use flush duration"
     );
     metrics::describe_gauge!(
+        "jeton_build_info",
+        "always 1; the label version is the running jeton's version"
+    );
+    metrics::describe_gauge!(
         "jeton_database_up",
         "1 while the database answers with jeton's schema"
     );
+    gauge!("jeton_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Handles {
         rpc: METHODS
             .iter()
@@ -293,4 +297,33 @@ pub(crate) fn upkeep(recorder: &'static PrometheusHandle) -> crate::background::
         recorder.run_upkeep();
         std::future::ready(())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    /// `promtool check metrics` warns about a family without `# HELP`: every family
+    /// registered here has one.
+    #[test]
+    fn every_registered_metric_has_help_text() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        metrics::with_local_recorder(&recorder, || {
+            super::register();
+        });
+        let text = handle.render();
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        assert!(families.contains(&"jeton_build_info"), "{text}");
+        for family in families {
+            assert!(
+                text.contains(&format!("# HELP {family} ")),
+                "{family} has no help text:\n{text}"
+            );
+        }
+    }
 }

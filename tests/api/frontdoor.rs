@@ -504,6 +504,229 @@ async fn introspection_sees_only_the_callers_tenant() {
     }
 }
 
+// Introspection with OAuth client credentials: resource servers such as Apache mod_oauth2
+// send only those (the caller's API token as the client secret), never a bearer token.
+
+/// How a resource server presents its credential to the introspection endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientAuth {
+    /// `client_secret_basic`: `Authorization: Basic base64(id:secret)`.
+    Basic,
+    /// `client_secret_post`: `client_id` and `client_secret` in the form.
+    Post,
+}
+
+const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
+
+/// `Authorization: Basic` of an already form-encoded id and secret.
+fn basic(id: &str, secret: &str) -> String {
+    use base64::Engine as _;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
+    )
+}
+
+/// Every byte of `s` as `%XX`: what a client that encodes more than it must would send.
+fn percent_all(s: &str) -> String {
+    s.bytes().map(|b| format!("%{b:02X}")).collect()
+}
+
+/// Introspects `token` with `caller` as the client secret, under client id `rs-1`.
+async fn introspect_as(app: &TestApp, auth: ClientAuth, caller: &str, token: &str) -> HttpAnswer {
+    let addr = app.http.unwrap();
+    match auth {
+        ClientAuth::Basic => {
+            let authorization = basic("rs-1", caller);
+            http(
+                addr,
+                "POST",
+                "/oauth2/introspect",
+                &[("authorization", &authorization), FORM],
+                &format!("token={token}"),
+            )
+            .await
+        }
+        ClientAuth::Post => {
+            http(
+                addr,
+                "POST",
+                "/oauth2/introspect",
+                &[FORM],
+                &format!("token={token}&client_id=rs-1&client_secret={caller}"),
+            )
+            .await
+        }
+    }
+}
+
+#[track_caller]
+fn json_of(res: &HttpAnswer) -> serde_json::Value {
+    assert_eq!(res.status, 200, "{res:?}");
+    serde_json::from_str(&res.body).unwrap_or_else(|e| panic!("{e}: {res:?}"))
+}
+
+/// Every `WWW-Authenticate` challenge of an answer.
+fn challenges(res: &HttpAnswer) -> Vec<&str> {
+    res.headers
+        .iter()
+        .filter(|(k, _)| k == "www-authenticate")
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn introspection_takes_the_callers_token_as_an_oauth_client_secret() {
+    // Arrange
+    let app = front_door().await;
+    let fabrikam_admin = app.bootstrap_tenant("fabrikam", "boss@fabrikam.com").await;
+    let mine = app.mint(&app.admin, "mine").await;
+    let mine_id = mine.token.unwrap().id;
+    let theirs = app.mint(&fabrikam_admin, "theirs").await;
+    let theirs_id = theirs.token.unwrap().id;
+
+    for auth in [ClientAuth::Basic, ClientAuth::Post] {
+        // Act and assert: a token of the caller's tenant is active, as with a bearer.
+        let v = json_of(&introspect_as(&app, auth, &app.admin, &mine.secret).await);
+        assert_eq!(v["active"], true, "{auth:?}: {v}");
+        assert_eq!(v["jti"], mine_id.as_str(), "{auth:?}");
+        assert_eq!(v["tenant"], TENANT, "{auth:?}");
+
+        // Another tenant's token is exactly inactive: the caller is sealed to its tenant.
+        let res = introspect_as(&app, auth, &app.admin, &theirs.secret).await;
+        assert_eq!(res.status, 200, "{auth:?}: {res:?}");
+        assert_eq!(res.body, r#"{"active":false}"#, "{auth:?}");
+
+        // The tenant is the secret's: fabrikam's admin as the client sees fabrikam's token.
+        let v = json_of(&introspect_as(&app, auth, &fabrikam_admin, &theirs.secret).await);
+        assert_eq!(v["active"], true, "{auth:?}: {v}");
+        assert_eq!(v["jti"], theirs_id.as_str(), "{auth:?}");
+        assert_eq!(v["tenant"], "fabrikam", "{auth:?}");
+    }
+
+    // client_secret_basic: id and secret are form-urlencoded before base64 (RFC 6749
+    // §2.3.1); an id holding a colon arrives as %3A, and a secret may be encoded throughout.
+    let authorization = basic("rs+1%3Aeu", &percent_all(&app.admin));
+    let res = http(
+        app.http.unwrap(),
+        "POST",
+        "/oauth2/introspect",
+        &[("authorization", &authorization), FORM],
+        &format!("token={}", mine.secret),
+    )
+    .await;
+    assert_eq!(json_of(&res)["jti"], mine_id.as_str());
+    // client_secret_post: the client id is not a credential, and may be left out.
+    let res = http(
+        app.http.unwrap(),
+        "POST",
+        "/oauth2/introspect",
+        &[FORM],
+        &format!("client_secret={}&token={}", app.admin, mine.secret),
+    )
+    .await;
+    assert_eq!(json_of(&res)["jti"], mine_id.as_str());
+}
+
+#[tokio::test]
+async fn introspection_refuses_a_bad_client_secret_with_a_challenge() {
+    // Arrange
+    let app = front_door().await;
+    let forged = crate::tokens::forge(&format!("jta_{}{}", "F".repeat(22), "G".repeat(43)));
+    let doomed = app.mint(&app.admin, "doomed").await;
+    app.tokens(&app.admin)
+        .await
+        .revoke(proto::RevokeRequest {
+            id: doomed.token.unwrap().id,
+        })
+        .await
+        .unwrap();
+    let target = app.mint(&app.admin, "target").await.secret;
+
+    // Act and assert: a forged, a revoked, or no token at all as the secret is 401.
+    for auth in [ClientAuth::Basic, ClientAuth::Post] {
+        for (what, caller) in [
+            ("forged", forged.as_str()),
+            ("revoked", doomed.secret.as_str()),
+            ("not a token", "s3cret"),
+            ("empty", ""),
+        ] {
+            let res = introspect_as(&app, auth, caller, &target).await;
+            assert_eq!(res.status, 401, "{auth:?}, {what}: {res:?}");
+            assert!(!res.body.contains("active"), "{auth:?}, {what}: {res:?}");
+            let expected: &[&str] = match auth {
+                ClientAuth::Basic => &["Basic realm=\"jeton\""],
+                ClientAuth::Post => &["Bearer realm=\"jeton\"", "Basic realm=\"jeton\""],
+            };
+            assert_eq!(challenges(&res), expected, "{auth:?}, {what}");
+        }
+    }
+
+    // Basic credentials jeton cannot read are 401 too, even around a live token.
+    use base64::Engine as _;
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
+    for (what, authorization) in [
+        ("not base64", format!("Basic !{}!", app.admin)),
+        ("no colon", format!("Basic {}", b64(&app.admin))),
+        ("the token as the id", basic(&app.admin, "")),
+        (
+            "a broken escape",
+            basic("rs-1", &format!("{}%zz", app.admin)),
+        ),
+        ("no credentials", "Basic".to_owned()),
+    ] {
+        let res = http(
+            app.http.unwrap(),
+            "POST",
+            "/oauth2/introspect",
+            &[("authorization", &authorization), FORM],
+            &format!("token={target}"),
+        )
+        .await;
+        assert_eq!(res.status, 401, "{what}: {res:?}");
+        assert!(!res.body.contains("active"), "{what}: {res:?}");
+        assert!(!challenges(&res).is_empty(), "{what}: {res:?}");
+    }
+}
+
+/// RFC 6749 §2.3: a client MUST NOT use more than one authentication method per request.
+/// jeton answers 400 (RFC 6749 §5.2's `invalid_request`) before checking either, even when
+/// both hold the same live token, and the token asked about is not validated (not used).
+#[tokio::test]
+async fn two_client_authentication_methods_at_once_are_a_bad_request() {
+    let app = front_door().await;
+    let probe = app.mint(&app.admin, "probe").await;
+    let probe_id = probe.token.unwrap().id;
+    let bearer = format!("Bearer {}", app.admin);
+    let basic = basic("rs-1", &app.admin);
+    for (what, authorization) in [("bearer", &bearer), ("basic", &basic)] {
+        let res = http(
+            app.http.unwrap(),
+            "POST",
+            "/oauth2/introspect",
+            &[("authorization", authorization), FORM],
+            &format!(
+                "token={}&client_id=rs-1&client_secret={}",
+                probe.secret, app.admin
+            ),
+        )
+        .await;
+        assert_eq!(res.status, 400, "{what} and client_secret_post: {res:?}");
+        assert!(res.body.contains("one method"), "{what}: {res:?}");
+        assert!(!res.body.contains("active"), "{what}: {res:?}");
+    }
+    let listed = app
+        .list(&app.admin, proto::ListRequest::default())
+        .await
+        .unwrap();
+    let status = listed.iter().find(|t| t.id == probe_id).unwrap().status;
+    assert_eq!(
+        status,
+        proto::TokenStatus::Generated as i32,
+        "a refused introspection validates nothing"
+    );
+}
+
 #[tokio::test]
 async fn token_review_refuses_what_is_not_a_token_review() {
     let app = front_door().await;

@@ -6,7 +6,12 @@
 //! proxy from the committed example with only its addresses replaced. Every case goes through
 //! the proxy: good tokens reach the service with jeton's identity headers and without the
 //! credential, bad ones are refused with jeton's status and never reach it, and headers a
-//! client forges never reach it as sent.
+//! client forges never reach it as sent. Through a relay that counts connections, both keep
+//! their connections to jeton open rather than opening one per request.
+//!
+//! Apache httpd with mod_oauth2 (`deploy/apache/jeton.conf`) really runs too, as an OAuth
+//! resource server in front of a static file, asking jeton's RFC 7662 introspection with its
+//! own API token as the OAuth client secret (mod_oauth2 sends nothing else).
 //!
 //! Traefik (`deploy/traefik/`) and Envoy (`deploy/envoy/envoy.yaml`) cannot be installed here:
 //! their examples are read as text, and what they would ask jeton (the forward-auth URL, the
@@ -60,13 +65,22 @@ const EXPIRY: Duration = Duration::from_secs(4);
 enum Kind {
     Nginx,
     Caddy,
+    /// Apache httpd with mod_oauth2, serving [`STATIC_FILE`].
+    Apache,
 }
+
+/// Where Debian's mod_oauth2 is, which the Apache example loads.
+const MOD_OAUTH2: &str = "/usr/lib/apache2/modules/mod_oauth2.so";
+
+/// The file the Apache example serves (under its `htdocs`), and its content.
+const STATIC_FILE: (&str, &str) = ("reports.txt", "quarterly figures\n");
 
 impl Kind {
     fn program(self) -> &'static str {
         match self {
             Kind::Nginx => "nginx",
             Kind::Caddy => "caddy",
+            Kind::Apache => "apache2",
         }
     }
 
@@ -75,30 +89,34 @@ impl Kind {
         match self {
             Kind::Nginx => "deploy/nginx/jeton.conf",
             Kind::Caddy => "deploy/caddy/Caddyfile",
+            Kind::Apache => "deploy/apache/jeton.conf",
         }
     }
 
     /// What the test replaces in the example: (as written in the file, the test's own).
     /// The examples listen on 127.0.0.1:8000 (Caddy: `:8000` bound to 127.0.0.1), reach
-    /// jeton's HTTP listener at 127.0.0.1:8080 and the service at 127.0.0.1:3000.
+    /// jeton's HTTP listener at 127.0.0.1:8080 and the service at 127.0.0.1:3000 (Apache
+    /// serves files: no service).
     fn addresses(
         self,
         listen: u16,
         jeton: SocketAddr,
-        service: SocketAddr,
-    ) -> [(&'static str, String); 3] {
+        service: Option<SocketAddr>,
+    ) -> Vec<(&'static str, String)> {
         let listen = match self {
             Kind::Nginx => (
                 "listen 127.0.0.1:8000;",
                 format!("listen 127.0.0.1:{listen};"),
             ),
             Kind::Caddy => (":8000 {", format!(":{listen} {{")),
+            Kind::Apache => (
+                "Listen 127.0.0.1:8000",
+                format!("Listen 127.0.0.1:{listen}"),
+            ),
         };
-        [
-            listen,
-            ("127.0.0.1:8080", jeton.to_string()),
-            ("127.0.0.1:3000", service.to_string()),
-        ]
+        let mut addresses = vec![listen, ("127.0.0.1:8080", jeton.to_string())];
+        addresses.extend(service.map(|s| ("127.0.0.1:3000", s.to_string())));
+        addresses
     }
 
     /// The command that runs `config` in the foreground, its state under `dir`.
@@ -119,6 +137,9 @@ impl Kind {
                 .env("HOME", dir)
                 .env("XDG_CONFIG_HOME", dir)
                 .env("XDG_DATA_HOME", dir),
+            // -X: one process in the foreground; -d: the ServerRoot, under which the
+            // example's relative paths (htdocs, pid file) are.
+            Kind::Apache => cmd.arg("-X").arg("-d").arg(dir).arg("-f").arg(config),
         };
         cmd.current_dir(dir);
         cmd
@@ -131,8 +152,12 @@ impl Kind {
     }
 }
 
-/// `program` on the PATH (or in /usr/sbin, where Debian puts nginx and which a non-root
-/// PATH lacks); a test that needs it fails without it, never skips.
+/// How to install what these tests run.
+const INSTALL: &str = "`.ci/run` installs them; on Debian or Ubuntu: apt-get update && \
+                       apt-get install -y nginx caddy apache2 libapache2-mod-oauth2";
+
+/// `program` on the PATH (or in /usr/sbin, where Debian puts nginx and apache2 and which a
+/// non-root PATH lacks); a test that needs it fails without it, never skips.
 fn require(program: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
@@ -141,9 +166,8 @@ fn require(program: &str) -> PathBuf {
         .find(|p| p.is_file())
         .unwrap_or_else(|| {
             panic!(
-                "{program} is not installed: these tests run the real nginx and Caddy on the \
-                 examples in deploy/. `.ci/run` installs them; on Debian or Ubuntu: \
-                 apt-get update && apt-get install -y nginx caddy"
+                "{program} is not installed: these tests run the real nginx, Caddy and Apache \
+                 (with mod_oauth2) on the examples in deploy/. {INSTALL}"
             )
         })
 }
@@ -183,6 +207,18 @@ impl RunningProxy {
     /// Starts `kind`'s example in front of `service`, asking `jeton` (its HTTP listener), and
     /// waits until it accepts connections.
     fn start(kind: Kind, jeton: SocketAddr, service: SocketAddr) -> Self {
+        Self::start_with(kind, jeton, Some(service), &[], &[])
+    }
+
+    /// [`RunningProxy::start`], with more of the example replaced (`also`, as in
+    /// [`render`]) and variables in the proxy's environment.
+    fn start_with(
+        kind: Kind,
+        jeton: SocketAddr,
+        service: Option<SocketAddr>,
+        also: &[(&str, String)],
+        env: &[(&str, &str)],
+    ) -> Self {
         let program = require(kind.program());
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -191,14 +227,18 @@ impl RunningProxy {
                 .file_name()
                 .expect("the example is a file"),
         );
-        std::fs::write(
-            &config,
-            render(kind.example(), &kind.addresses(port, jeton, service)),
-        )
-        .unwrap();
+        let mut replaced: Vec<(&str, String)> = kind.addresses(port, jeton, service);
+        replaced.extend(also.iter().cloned());
+        std::fs::write(&config, render(kind.example(), &replaced)).unwrap();
+        if let Kind::Apache = kind {
+            let htdocs = dir.path().join("htdocs");
+            std::fs::create_dir(&htdocs).unwrap();
+            std::fs::write(htdocs.join(STATIC_FILE.0), STATIC_FILE.1).unwrap();
+        }
         let log = std::fs::File::create(dir.path().join("proxy.log")).unwrap();
         let child = kind
             .command(&program, &config, dir.path())
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -365,6 +405,8 @@ struct Jeton {
     served: Served,
     http: SocketAddr,
     admin: String,
+    /// The database URL, for `jeton bootstrap` of another tenant.
+    db: String,
     _dir: TempDir,
 }
 
@@ -392,6 +434,7 @@ impl Jeton {
             served,
             http,
             admin,
+            db,
             _dir: dir,
         }
     }
@@ -721,6 +764,219 @@ async fn the_nginx_example_lets_through_only_what_jeton_accepts() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_caddy_example_lets_through_only_what_jeton_accepts() {
     only_what_jeton_accepts_passes(Kind::Caddy).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections to jeton: kept open, not one per request.
+
+/// A TCP relay in front of jeton's HTTP listener that counts the connections made to it.
+struct Relay {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Relay {
+    async fn start(to: SocketAddr) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = accepted.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                counter.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Requests in a row through the proxy for the connection test.
+const IN_A_ROW: usize = 20;
+
+/// `kind`'s example, asking jeton through a [`Relay`]: [`IN_A_ROW`] good requests one after
+/// the other open one connection to jeton (two at most, should jeton close an idle one in
+/// between), not one each.
+async fn keeps_its_connections_to_jeton_open(kind: Kind) {
+    // Arrange
+    require(kind.program());
+    let jeton = Jeton::start();
+    let upstream = Upstream::start().await;
+    let relay = Relay::start(jeton.http).await;
+    let proxy = RunningProxy::start(kind, relay.addr, upstream.addr);
+    let reader = jeton.generate(generate_req("reader", &["read"])).await;
+    let bearer = format!("Bearer {}", reader.secret);
+
+    // Act
+    for i in 0..IN_A_ROW {
+        let answer = http(
+            proxy.addr,
+            "GET",
+            "/reports",
+            &[("Authorization", &bearer)],
+            "",
+        )
+        .await;
+        assert_eq!(
+            answer.status,
+            200,
+            "{kind:?}, request {i}: {answer:?}\n{}",
+            proxy.log()
+        );
+    }
+
+    // Assert
+    assert_eq!(
+        upstream.requests(),
+        IN_A_ROW,
+        "{kind:?}: every request passed"
+    );
+    let opened = relay.accepted();
+    assert!(
+        (1..=2).contains(&opened),
+        "{kind:?}: {opened} connections to jeton for {IN_A_ROW} requests in a row \
+         (keep-alive to jeton is off)"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_nginx_example_keeps_its_connections_to_jeton_open() {
+    keeps_its_connections_to_jeton_open(Kind::Nginx).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_caddy_example_keeps_its_connections_to_jeton_open() {
+    keeps_its_connections_to_jeton_open(Kind::Caddy).await;
+}
+
+// ---------------------------------------------------------------------------------------
+// Apache httpd with mod_oauth2: introspection with client credentials.
+
+/// GET the static file through Apache with `authorization` (if any).
+async fn get_file(proxy: &RunningProxy, authorization: Option<&str>) -> HttpAnswer {
+    let headers: Vec<(&str, &str)> = authorization
+        .map(|a| ("Authorization", a))
+        .into_iter()
+        .collect();
+    http(
+        proxy.addr,
+        "GET",
+        &format!("/{}", STATIC_FILE.0),
+        &headers,
+        "",
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_apache_mod_oauth2_example_serves_only_tokens_jeton_finds_active() {
+    // Arrange
+    require(Kind::Apache.program());
+    assert!(
+        Path::new(MOD_OAUTH2).is_file(),
+        "{MOD_OAUTH2} is missing: the Apache example loads mod_oauth2. {INSTALL}"
+    );
+    let jeton = Jeton::start();
+    let (fabrikam_admin, _) = bootstrap(&jeton.db, "fabrikam", "boss@fabrikam.com", "warn");
+    let unknown = crate::tokens::forge(&format!("jta_{}{}", "A".repeat(22), "P".repeat(43)));
+    let bearer = |token: &str| format!("Bearer {token}");
+
+    // Both ways mod_oauth2 can present its client secret (the example's, and the other).
+    for method in ["client_secret_basic", "client_secret_post"] {
+        let own = jeton.generate(generate_req("apache", &[])).await;
+        let proxy = RunningProxy::start_with(
+            Kind::Apache,
+            jeton.http,
+            None,
+            &[("client_secret_basic", method.to_owned())],
+            &[("OAUTH2_CLIENT_SECRET", &own.secret)],
+        );
+        let ctx = |what: &str, answer: &HttpAnswer| {
+            format!("{method}, {what}: {answer:?}\n{}", proxy.log())
+        };
+        let good = jeton.generate(generate_req("good", &["read"])).await;
+        let doomed = jeton.generate(generate_req("doomed", &[])).await;
+
+        // Act and assert: a live token of Apache's tenant gets the file.
+        let answer = get_file(&proxy, Some(&bearer(&good.secret))).await;
+        assert_eq!(answer.status, 200, "{}", ctx("a live token", &answer));
+        assert_eq!(
+            answer.body,
+            STATIC_FILE.1,
+            "{}",
+            ctx("a live token", &answer)
+        );
+
+        // No token, or one jeton does not find active: 401 with a Bearer challenge.
+        let jta_garbage = bearer("jta_not-a-token");
+        let unknown = bearer(&unknown);
+        let foreign = bearer(&fabrikam_admin);
+        for (what, authorization) in [
+            ("no token", None),
+            ("a malformed token", Some(jta_garbage.as_str())),
+            (
+                "a forged token (real format, never issued)",
+                Some(unknown.as_str()),
+            ),
+            ("another tenant's live token", Some(foreign.as_str())),
+        ] {
+            let answer = get_file(&proxy, authorization).await;
+            assert_eq!(answer.status, 401, "{}", ctx(what, &answer));
+            assert!(
+                answer
+                    .header("www-authenticate")
+                    .is_some_and(|c| c.starts_with("Bearer")),
+                "{}",
+                ctx(what, &answer)
+            );
+            assert!(
+                !answer.body.contains(STATIC_FILE.1),
+                "{}",
+                ctx(what, &answer)
+            );
+        }
+
+        // Revoked: refused from the very next request (mod_oauth2 caches nothing here).
+        let answer = get_file(&proxy, Some(&bearer(&doomed.secret))).await;
+        assert_eq!(answer.status, 200, "{}", ctx("before revocation", &answer));
+        jeton.revoke(&doomed).await;
+        let answer = get_file(&proxy, Some(&bearer(&doomed.secret))).await;
+        assert_eq!(
+            answer.status,
+            401,
+            "{}",
+            ctx("right after revocation", &answer)
+        );
+
+        // Apache's own token revoked: nothing passes any more (fails closed).
+        jeton.revoke(&own).await;
+        let answer = get_file(&proxy, Some(&bearer(&good.secret))).await;
+        assert_eq!(
+            answer.status,
+            401,
+            "{}",
+            ctx("Apache's token revoked", &answer)
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@
 mod cold;
 mod crash;
 mod flood;
+mod gate;
 mod instrumentation;
 mod last_use;
 mod list;
@@ -41,10 +42,12 @@ pub enum Scenario {
     Flood,
     /// Acknowledged writes across kill -9, both engines
     Crash,
+    /// nginx in front of a service: unguarded, a free authorizer, jeton (needs nginx, wrk)
+    Gate,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 10] = [
         Scenario::Validate,
         Scenario::Instrumentation,
         Scenario::Cold,
@@ -54,6 +57,7 @@ impl Scenario {
         Scenario::Propagation,
         Scenario::LastUse,
         Scenario::Crash,
+        Scenario::Gate,
     ];
 
     pub fn title(self) -> &'static str {
@@ -67,6 +71,7 @@ impl Scenario {
             Scenario::Instrumentation => "The cost of metrics on cached `Validate`",
             Scenario::Flood => "Legitimate calls under a flood of invalid tokens",
             Scenario::Crash => "Acknowledged writes across `kill -9`",
+            Scenario::Gate => "The gate: nginx in front of a service, unguarded, free, jeton",
         }
     }
 
@@ -89,6 +94,7 @@ pub async fn run(scenario: Scenario, ctx: &Ctx) -> Result<String, BoxError> {
         Scenario::Instrumentation => instrumentation::run(ctx).await,
         Scenario::Flood => flood::run(ctx).await,
         Scenario::Crash => crash::run(ctx).await,
+        Scenario::Gate => gate::run(ctx).await,
     }
 }
 
