@@ -284,7 +284,12 @@ impl Server {
                 scanning,
             });
             let acceptor = crate::net::Acceptor::new(listener, config.limits());
-            tasks.push(crate::http::serve(acceptor, tls, router));
+            tasks.push(crate::http::serve(
+                acceptor,
+                tls,
+                router,
+                config.http_request_timeout,
+            ));
         }
         let flusher = last_use::start_flushing(last_use, config.last_use_flush_interval);
 
