@@ -89,6 +89,45 @@ def mebibytes(q):
     return int(m.group(1)) * units[m.group(2)]
 
 
+def compose_mebibytes(q):
+    """A compose byte value (576m, 1g, 600000k) in MiB."""
+    units = {"k": 1 / 1024, "m": 1, "g": 1024}
+    m = re.fullmatch(r"(\d+)([kmg])b?", str(q).lower())
+    if not m:
+        raise ValueError(f"not a compose byte value in k/m/g: {q!r}")
+    return int(m.group(1)) * units[m.group(2)]
+
+
+# Memory a replica needs, from BENCHMARKS.md: the validation cache at capacity ("Memory per
+# cached token") plus the whole process under concurrent Generate ("Memory under concurrent
+# `Generate`": base, pool and Argon2's working memory at --argon2-max-concurrent 2, the most
+# any of its readings reached), and 19 MiB more per Argon2 slot beyond those two.
+BENCH = pathlib.Path("BENCHMARKS.md").read_text()
+_m = re.search(r"(\d+) bytes per cached token", BENCH)
+PER_TOKEN = int(_m.group(1)) if _m else 700
+if not _m:
+    print("note: no 'bytes per cached token' in BENCHMARKS.md; assuming 700 B")
+_m = re.search(r"## Memory under concurrent `Generate`.*?Highest reading: \*\*([\d.]+) MiB\*\*",
+               BENCH, re.S)
+UNDER_GENERATE = float(_m.group(1)) if _m else None
+if not _m:
+    print("note: no 'Memory under concurrent `Generate`' in BENCHMARKS.md; "
+          "assuming 15 MiB + Argon2's working memory per slot")
+
+
+def memory_need(settings):
+    """MiB a replica with these JETON_* settings needs; None when Argon2's slots are not set
+    (the default, one per core, follows the machine's size)."""
+    if "JETON_ARGON2_MAX_CONCURRENT" not in settings:
+        return None
+    slots = int(settings["JETON_ARGON2_MAX_CONCURRENT"])
+    argon2_mib = int(settings.get("JETON_ARGON2_MEMORY_KIB", 19456)) / 1024
+    cache = int(settings.get("JETON_CACHE_CAPACITY", 1_000_000)) * PER_TOKEN / 2**20
+    if UNDER_GENERATE is None:
+        return cache + slots * argon2_mib + 15
+    return cache + UNDER_GENERATE + max(0, slots - 2) * argon2_mib
+
+
 def port_of(addr):
     return int(str(addr).rsplit(":", 1)[1])
 
@@ -158,6 +197,17 @@ top_secrets = compose.get("secrets") or {}
 for name, svc in replicas.items():
     check(depends(svc, "migrate") == "service_completed_successfully",
           f"compose: {name} does not wait for migrate to succeed")
+    need = memory_need(env(svc))
+    if check(need is not None, f"compose: {name}: JETON_ARGON2_MAX_CONCURRENT is not set"):
+        if check("mem_limit" in svc and "mem_reservation" in svc,
+                 f"compose: {name}: no mem_limit and mem_reservation"):
+            reserved = compose_mebibytes(svc["mem_reservation"])
+            limit = compose_mebibytes(svc["mem_limit"])
+            check(need <= reserved <= limit,
+                  f"compose: {name}: mem_reservation {reserved} MiB / mem_limit {limit} MiB vs "
+                  f"{need:.0f} MiB needed")
+            print(f"compose {name} memory: {need:.0f} MiB needed <= reservation {reserved:.0f} "
+                  f"MiB <= limit {limit:.0f} MiB")
     e = env(svc)
     pepper = e.get("JETON_PEPPER_FILE", "")
     check(pepper.startswith("/run/secrets/"), f"compose: {name}: no JETON_PEPPER_FILE secret")
@@ -272,21 +322,17 @@ if not errors:
     check(spec.get("terminationGracePeriodSeconds", 30) > pre_sleep + grace,
           "kubernetes: terminationGracePeriodSeconds <= preStop sleep + JETON_SHUTDOWN_GRACE")
 
-    # Memory: the request holds the cache at capacity, Argon2's working memory and the base.
-    bench = pathlib.Path("BENCHMARKS.md").read_text()
-    m = re.search(r"(\d+) bytes per cached token", bench)
-    per_token = int(m.group(1)) if m else 700
-    if not m:
-        print("note: no 'bytes per cached token' in BENCHMARKS.md; assuming 700 B")
-    argon2_mib = int(config.get("JETON_ARGON2_MEMORY_KIB", 19456)) / 1024
-    need = (int(config["JETON_CACHE_CAPACITY"]) * per_token / 2**20
-            + int(config["JETON_ARGON2_MAX_CONCURRENT"]) * argon2_mib + 15)
+    # Memory: the request holds the cache at capacity and the process under Generate.
+    need = memory_need(config)
     res = main["resources"]
     request, limit = mebibytes(res["requests"]["memory"]), mebibytes(res["limits"]["memory"])
-    check(need <= request <= limit,
-          f"kubernetes: memory request {request} MiB / limit {limit} MiB vs {need:.0f} MiB needed "
-          f"(cache {config['JETON_CACHE_CAPACITY']} x {per_token} B + Argon2 + 15 MiB)")
-    print(f"memory: {need:.0f} MiB needed <= request {request:.0f} MiB <= limit {limit:.0f} MiB")
+    if check(need is not None, "kubernetes: JETON_ARGON2_MAX_CONCURRENT is not set"):
+        check(need <= request <= limit,
+              f"kubernetes: memory request {request} MiB / limit {limit} MiB vs {need:.0f} MiB "
+              f"needed (cache {config.get('JETON_CACHE_CAPACITY')} x {PER_TOKEN} B + the process "
+              "under Generate)")
+        print(f"memory: {need:.0f} MiB needed <= request {request:.0f} MiB <= limit "
+              f"{limit:.0f} MiB")
 
 for e in errors:
     print("FAIL", e, file=sys.stderr)

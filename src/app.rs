@@ -302,7 +302,12 @@ impl Server {
                 scanning,
             });
             let acceptor = crate::net::Acceptor::new(listener, config.limits());
-            tasks.push(crate::http::serve(acceptor, tls, router));
+            tasks.push(crate::http::serve(
+                acceptor,
+                tls,
+                router,
+                config.http_request_timeout,
+            ));
         }
         let flusher = last_use::start_flushing(last_use, config.last_use_flush_interval);
 
@@ -311,11 +316,17 @@ impl Server {
             .http2_keepalive_interval(Some(Duration::from_secs(60)))
             .http2_keepalive_timeout(Some(Duration::from_secs(20)))
             .layer(crate::grpc::layers(config.db.connect_timeout));
-        if store.is_empty().await? {
-            tracing::info!(
+        // A hint only: a database that is away at this moment is readiness's to report (the
+        // server serves UNAVAILABLE and comes back with it), not a reason to stop.
+        match store.is_empty().await {
+            Ok(true) => tracing::info!(
                 database = %config.db.url.redacted(),
                 "no tenant yet: create the first one with `jeton bootstrap --tenant <id> --admin <principal>` on the same database"
-            );
+            ),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %crate::telemetry::chain(&e), "could not tell whether the database has a tenant yet")
+            }
         }
         tracing::info!(
             %addr,

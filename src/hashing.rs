@@ -2,7 +2,11 @@
 //!
 //! Every computation runs on tokio's blocking pool, and at most `max_concurrent` run at
 //! once; a caller that waits longer than `queue_timeout` for its turn is told to come back
-//! later. Verifications for ids that recently failed one — the ids someone is guessing
+//! later. Each slot has its Argon2 working memory (`m` KiB, 19 MiB by default), allocated
+//! once and kept for the next computation in that slot, hash or verification: at most
+//! `max_concurrent` buffers ever exist. (Allocating it per computation on tokio's blocking
+//! threads let glibc's per-thread arenas keep the freed buffers: four clients looping
+//! `Generate` held some 900 MiB.) Verifications for ids that recently failed one — the ids someone is guessing
 //! secrets for — are [`Lane::Suspect`]: they share at most half of the slots (at least
 //! one), and each keeps its place in that lane for [`SUSPECT_REST`] times as long as it
 //! computed, so that suspect verifications use at most a quarter of those slots' time. A
@@ -10,8 +14,8 @@
 //! core busy, and other tokens' first validations and `Generate` go on. (An unknown id costs
 //! no Argon2 at all: ids are public, see SECURITY.md.)
 
-use argon2::{Algorithm, Argon2, Params, PasswordHasher, Version};
-use std::sync::Arc;
+use argon2::{Algorithm, Argon2, Block, Params, Version};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
@@ -78,6 +82,8 @@ pub(crate) struct Hasher {
     queue_timeout: Duration,
     /// The share of the slots that suspect verifications may hold.
     suspects: Arc<Semaphore>,
+    /// The slots' working memory.
+    memory: Arc<Memory>,
     /// Verifications run so far (tests read it).
     verifications: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -97,6 +103,7 @@ impl Hasher {
             pepper,
             permits: Arc::new(Semaphore::new(slots)),
             suspects: Arc::new(Semaphore::new((slots / 2).max(1))),
+            memory: Arc::default(),
             queue_timeout: settings.queue_timeout,
             verifications: Arc::default(),
         })
@@ -108,8 +115,10 @@ impl Hasher {
         if let Some(m) = crate::metrics::get() {
             m.argon2_hashes.increment(1);
         }
-        self.run(Lane::Normal, move || hash_now(&params, &pepper, &secret))
-            .await
+        self.run(Lane::Normal, move |memory| {
+            hash_now(&params, &pepper, &secret, memory)
+        })
+        .await
     }
 
     /// Whether `secret` matches `phc`. The comparison inside is constant-time.
@@ -125,8 +134,10 @@ impl Hasher {
         if let Some(m) = crate::metrics::get() {
             m.argon2_verifications.increment(1);
         }
-        self.run(lane, move || verify_now(&pepper, &phc, &secret))
-            .await
+        self.run(lane, move |memory| {
+            verify_now(&pepper, &phc, &secret, memory)
+        })
+        .await
     }
 
     #[cfg(test)]
@@ -135,10 +146,11 @@ impl Hasher {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Runs `job` on the blocking pool in a slot of `lane`, with the slot's working memory.
     async fn run<T: Send + 'static>(
         &self,
         lane: Lane,
-        job: impl FnOnce() -> Result<T, HashError> + Send + 'static,
+        job: impl FnOnce(&mut Vec<Block>) -> Result<T, HashError> + Send + 'static,
     ) -> Result<T, HashError> {
         let metrics = crate::metrics::get();
         if let Some(m) = metrics {
@@ -166,16 +178,21 @@ impl Hasher {
             return Err(HashError::Busy);
         };
         let (slot, share) = permit;
+        let memory = self.memory.clone();
         let (out, took) = tokio::task::spawn_blocking(move || {
+            // The buffer goes back before the slot: a computation that gets the slot next
+            // finds it.
             let _slot = slot;
+            let mut buffer = memory.take();
             if let Some(m) = metrics {
                 m.argon2_running.increment(1.0);
             }
             let started = std::time::Instant::now();
-            let out = job();
+            let out = job(&mut buffer);
             if let Some(m) = metrics {
                 m.argon2_running.decrement(1.0);
             }
+            memory.give(buffer);
             (out, started.elapsed())
         })
         .await
@@ -189,6 +206,50 @@ impl Hasher {
         }
         out
     }
+}
+
+/// Argon2's working memory, one buffer per slot: a computation takes a buffer when it has
+/// its slot and gives it back before it releases the slot, so there are never more buffers
+/// than slots, and each is allocated (and its pages faulted in) once rather than for every
+/// computation. Reuse is safe: Argon2's first pass writes every block before any is read.
+#[derive(Debug, Default)]
+struct Memory {
+    free: Mutex<Vec<Vec<Block>>>,
+    /// Buffers allocated so far (tests read it).
+    allocated: std::sync::atomic::AtomicUsize,
+}
+
+impl Memory {
+    fn take(&self) -> Vec<Block> {
+        let free = self
+            .free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        free.unwrap_or_else(|| {
+            self.allocated
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Vec::new()
+        })
+    }
+
+    fn give(&self, buffer: Vec<Block>) {
+        self.free
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(buffer);
+    }
+}
+
+/// The first `need` blocks of `buffer`, grown when it is smaller (a verification of a hash
+/// made with a larger memory cost); never shrunk.
+fn blocks(buffer: &mut Vec<Block>, need: usize) -> &mut [Block] {
+    if buffer.len() < need {
+        // Dropped before the larger one is allocated: one copy of the memory at a time.
+        *buffer = Vec::new();
+        *buffer = vec![Block::default(); need];
+    }
+    &mut buffer[..need]
 }
 
 fn argon(pepper: &Pepper, params: Params) -> Result<Argon2<'_>, HashError> {
@@ -209,16 +270,14 @@ fn argon_with(
     }
 }
 
-thread_local! {
-    /// Argon2's working memory, kept by each blocking thread: allocating 19 MiB afresh for
-    /// every verification costs page faults (kernel zeroing) that the hash itself does not.
-    /// Reuse is safe: the first pass overwrites every block before any is read.
-    static BLOCKS: std::cell::RefCell<Vec<argon2::Block>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Verifies `secret` against a PHC string with the parameters recorded in it, in this
-/// thread's reusable memory. Constant-time comparison of the outputs.
-fn verify_now(pepper: &Pepper, phc: &str, secret: &[u8]) -> Result<bool, HashError> {
+/// Verifies `secret` against a PHC string with the parameters recorded in it, in the slot's
+/// `memory`. Constant-time comparison of the outputs.
+fn verify_now(
+    pepper: &Pepper,
+    phc: &str,
+    secret: &[u8],
+    memory: &mut Vec<Block>,
+) -> Result<bool, HashError> {
     let bad = |e: &dyn std::fmt::Display| HashError::Failed(e.to_string());
     let hash = argon2::PasswordHash::new(phc).map_err(|e| bad(&e))?;
     let params = Params::try_from(&hash).map_err(|e| bad(&e))?;
@@ -232,15 +291,13 @@ fn verify_now(pepper: &Pepper, phc: &str, secret: &[u8]) -> Result<bool, HashErr
     };
     let argon = argon_with(pepper, algorithm, version, params.clone())?;
     let mut out = vec![0u8; expected.len()];
-    BLOCKS
-        .with(|blocks| {
-            let mut blocks = blocks.borrow_mut();
-            let need = params.block_count();
-            if blocks.len() < need {
-                blocks.resize(need, argon2::Block::default());
-            }
-            argon.hash_password_into_with_memory(secret, salt, &mut out, &mut blocks[..need])
-        })
+    argon
+        .hash_password_into_with_memory(
+            secret,
+            salt,
+            &mut out,
+            blocks(memory, params.block_count()),
+        )
         .map_err(|e| bad(&e))?;
     Ok(bool::from(subtle::ConstantTimeEq::ct_eq(
         out.as_slice(),
@@ -248,11 +305,36 @@ fn verify_now(pepper: &Pepper, phc: &str, secret: &[u8]) -> Result<bool, HashErr
     )))
 }
 
-fn hash_now(params: &Params, pepper: &Pepper, secret: &[u8]) -> Result<String, HashError> {
-    argon(pepper, params.clone())?
-        .hash_password(secret)
-        .map(|h| h.to_string())
-        .map_err(|e| HashError::Failed(e.to_string()))
+/// Hashes `secret` with `params` and a fresh random salt, in the slot's `memory`, into a PHC
+/// string: what `PasswordHasher::hash_password` makes, without its own allocation of the
+/// working memory.
+fn hash_now(
+    params: &Params,
+    pepper: &Pepper,
+    secret: &[u8],
+    memory: &mut Vec<Block>,
+) -> Result<String, HashError> {
+    use argon2::password_hash::phc::{Output, ParamsString, Salt};
+    let bad = |e: &dyn std::fmt::Display| HashError::Failed(e.to_string());
+    let salt = argon2::password_hash::try_generate_salt().map_err(|e| bad(&e))?;
+    let argon = argon(pepper, params.clone())?;
+    let mut out = vec![0u8; params.output_len().unwrap_or(Params::DEFAULT_OUTPUT_LEN)];
+    argon
+        .hash_password_into_with_memory(
+            secret,
+            &salt,
+            &mut out,
+            blocks(memory, params.block_count()),
+        )
+        .map_err(|e| bad(&e))?;
+    let phc = argon2::PasswordHash {
+        algorithm: Algorithm::Argon2id.ident(),
+        version: Some(Version::V0x13.into()),
+        params: ParamsString::try_from(params).map_err(|e| bad(&e))?,
+        salt: Some(Salt::new(&salt).map_err(|e| bad(&e))?),
+        hash: Some(Output::new(&out).map_err(|e| bad(&e))?),
+    };
+    Ok(phc.to_string())
 }
 
 #[cfg(test)]
@@ -286,6 +368,63 @@ mod tests {
                     .unwrap()
             );
         }
+    }
+
+    /// The PHC strings made in the slot's memory are the argon2 crate's own: its verifier
+    /// accepts them, and hashes it made verify here.
+    #[tokio::test]
+    async fn hashes_are_the_argon2_crates_phc_strings() {
+        use argon2::{PasswordHasher, PasswordVerifier};
+        let h = Hasher::new(&cheap(), Pepper::default()).unwrap();
+        let ours = h.hash(b"secret".to_vec()).await.unwrap();
+        let crate_argon = Argon2::new(Algorithm::Argon2id, Version::V0x13, h.params.clone());
+        let parsed = argon2::PasswordHash::new(&ours).unwrap();
+        assert!(crate_argon.verify_password(b"secret", &parsed).is_ok());
+        assert!(crate_argon.verify_password(b"secreT", &parsed).is_err());
+        let theirs = crate_argon.hash_password(b"secret").unwrap().to_string();
+        assert!(
+            h.verify(b"secret".to_vec(), theirs, Lane::Normal)
+                .await
+                .unwrap()
+        );
+    }
+
+    /// Working memory is per slot: however many hashes and verifications run, in both lanes,
+    /// and however they interleave, no more buffers are allocated than there are slots.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn working_memory_is_allocated_once_per_slot() {
+        let settings = HashSettings {
+            max_concurrent: 3,
+            queue_timeout: Duration::from_secs(60),
+            ..cheap()
+        };
+        let h = Hasher::new(&settings, Pepper::default()).unwrap();
+        let phc = h.hash(b"right".to_vec()).await.unwrap();
+        let mut calls = tokio::task::JoinSet::new();
+        for i in 0..60 {
+            let (h, phc) = (h.clone(), phc.clone());
+            calls.spawn(async move {
+                match i % 3 {
+                    0 => h.hash(b"new".to_vec()).await.map(|_| true),
+                    1 => h.verify(b"right".to_vec(), phc, Lane::Normal).await,
+                    _ => h
+                        .verify(b"wrong".to_vec(), phc, Lane::Suspect)
+                        .await
+                        .map(|ok| !ok),
+                }
+            });
+        }
+        while let Some(done) = calls.join_next().await {
+            assert!(done.unwrap().unwrap(), "every answer is right");
+        }
+        let allocated = h
+            .memory
+            .allocated
+            .load(std::sync::atomic::Ordering::Relaxed);
+        assert!(
+            (1..=3).contains(&allocated),
+            "{allocated} buffers for 3 slots"
+        );
     }
 
     #[tokio::test]

@@ -206,6 +206,13 @@ pub struct ServeConfig {
     #[arg(long, env = "JETON_HANDSHAKE_TIMEOUT", value_name = "DURATION",
           default_value = "10s", value_parser = parse::positive_duration)]
     pub handshake_timeout: Duration,
+    /// How long a client of the HTTP listener may take to send a whole request, headers and
+    /// body, counted from when the listener is ready for it (the connection accepted, or the
+    /// previous answer given); a late body is answered 408, and either way the connection is
+    /// closed
+    #[arg(long, env = "JETON_HTTP_REQUEST_TIMEOUT", value_name = "DURATION",
+          default_value = "10s", value_parser = parse::positive_duration)]
+    pub http_request_timeout: Duration,
     /// Most live tokens one owner (principal, collector or agent) may hold in one namespace;
     /// Generate beyond it is RESOURCE_EXHAUSTED
     #[arg(long, env = "JETON_MAX_TOKENS_PER_OWNER", value_name = "N",

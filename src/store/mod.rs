@@ -53,6 +53,13 @@ pub(crate) enum StoreError {
     /// A stored value does not parse back into a domain type.
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// A migration of the schema failed; `source` is what the database said.
+    #[error("migration {name} failed")]
+    Migration {
+        name: String,
+        #[source]
+        source: DbErr,
+    },
     /// Any other database error.
     #[error("database error")]
     Other(#[source] DbErr),
@@ -195,6 +202,28 @@ enum Engine {
     Postgres,
 }
 
+/// Key of the PostgreSQL advisory lock that migrations take: any number no other program on
+/// the database uses ("jeton" in ASCII, then 1).
+const MIGRATION_LOCK: i64 = 0x6a65_746f_6e00_0001;
+
+/// Whether SQLite said the database is locked by another connection (`SQLITE_BUSY`).
+fn is_busy(e: &DbErr) -> bool {
+    use sea_orm::RuntimeErr;
+    match e {
+        DbErr::Exec(RuntimeErr::SqlxError(x))
+        | DbErr::Query(RuntimeErr::SqlxError(x))
+        | DbErr::Conn(RuntimeErr::SqlxError(x)) => sqlite_busy(x),
+        _ => false,
+    }
+}
+
+/// Whether SQLite answered SQLITE_BUSY (another connection holds the lock it needs).
+fn sqlite_busy(e: &sea_orm::sqlx::Error) -> bool {
+    // Extended codes (SQLITE_BUSY_RECOVERY, …) keep SQLITE_BUSY in their low byte.
+    matches!(e, sea_orm::sqlx::Error::Database(d)
+        if d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 5))
+}
+
 /// The name of the newest migration: the schema jeton expects.
 fn current_schema() -> String {
     Migrator::migrations()
@@ -250,12 +279,24 @@ impl Store {
                     source: sea_orm::sqlx::Error::Configuration(missing.into()),
                 });
             }
-            let pool = PoolOptions::<sea_orm::sqlx::Sqlite>::new()
-                .max_connections(options.max_connections)
-                .acquire_timeout(options.connect_timeout)
-                .connect_with(opts)
-                .await
-                .map_err(connect_error(target))?;
+            // SQLITE ONLY: another process opening the same new file — switching it to
+            // write-ahead logging, or migrating it — holds its lock for a moment; the first
+            // connection waits for it within the connect timeout.
+            let started = std::time::Instant::now();
+            let pool = loop {
+                let pool = PoolOptions::<sea_orm::sqlx::Sqlite>::new()
+                    .max_connections(options.max_connections)
+                    .acquire_timeout(options.connect_timeout)
+                    .connect_with(opts.clone())
+                    .await;
+                match pool {
+                    Ok(pool) => break pool,
+                    Err(e) if sqlite_busy(&e) && started.elapsed() < options.connect_timeout => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => return Err(connect_error(target)(e)),
+                }
+            };
             Ok(Self::new(DatabaseConnection::from(pool), Engine::Sqlite))
         } else {
             let opts: postgres::PgConnectOptions = url
@@ -294,14 +335,81 @@ impl Store {
         }
     }
 
-    /// Brings the schema up to date.
+    /// Brings the schema up to date. Processes that start together on one database (replicas,
+    /// `serve` beside `bootstrap`) take turns: every migration runs in one transaction that
+    /// first takes a lock the other migrating processes wait for, so the next one finds the
+    /// schema made and has nothing to do, instead of failing on tables the first one is
+    /// creating. A failure names the migration and keeps what the database said.
     pub(crate) async fn migrate(&self) -> Result<()> {
-        let pending = Migrator::get_pending_migrations(&self.db).await?.len();
-        Migrator::up(&self.db, None).await?;
-        if pending > 0 {
-            tracing::info!(applied = pending, schema = %current_schema(), "database schema brought up to date");
+        let txn = self.begin_migrating().await?;
+        let pending: Vec<String> = Migrator::get_pending_migrations(&txn)
+            .await?
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        for name in &pending {
+            Migrator::up(&txn, Some(1))
+                .await
+                .map_err(|source| StoreError::Migration {
+                    name: name.clone(),
+                    source,
+                })?;
+        }
+        txn.commit().await?;
+        if !pending.is_empty() {
+            tracing::info!(applied = pending.len(), schema = %current_schema(), "database schema brought up to date");
         }
         Ok(())
+    }
+
+    /// The transaction migrations run in, holding the lock that makes migrating processes
+    /// take turns. The lock belongs to this transaction's one connection and ends with it
+    /// (commit, rollback, or a connection that dies), so a crashed process never leaves it
+    /// held.
+    async fn begin_migrating(&self) -> Result<DatabaseTransaction> {
+        use sea_orm::{SqliteTransactionMode, Statement, TransactionOptions};
+        let mut waited = false;
+        let mut wait = |why: &str| {
+            if !std::mem::replace(&mut waited, true) {
+                tracing::info!("{why}; waiting for it to finish");
+            }
+        };
+        match self.engine {
+            // SQLITE ONLY: `BEGIN IMMEDIATE` takes the database's write lock at once, so a
+            // second process waits at its own BEGIN (for the busy timeout, then again)
+            // rather than reading a schema that is being made.
+            Engine::Sqlite => loop {
+                let immediate = TransactionOptions {
+                    sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
+                    ..TransactionOptions::default()
+                };
+                match self.db.begin_with_options(immediate).await {
+                    Ok(txn) => return Ok(txn),
+                    Err(e) if is_busy(&e) => wait("another process is writing the database"),
+                    Err(e) => return Err(e.into()),
+                }
+            },
+            // POSTGRESQL ONLY: a transaction-level advisory lock on a key of jeton's own.
+            Engine::Postgres => {
+                let txn = self.db.begin().await?;
+                let lock = |function: &str| {
+                    Statement::from_sql_and_values(
+                        sea_orm::DbBackend::Postgres,
+                        format!("SELECT {function}($1) AS locked"),
+                        [MIGRATION_LOCK.into()],
+                    )
+                };
+                let got = txn
+                    .query_one_raw(lock("pg_try_advisory_xact_lock"))
+                    .await?
+                    .and_then(|row| row.try_get::<bool>("", "locked").ok());
+                if got != Some(true) {
+                    wait("another process is migrating the database");
+                    txn.execute_raw(lock("pg_advisory_xact_lock")).await?;
+                }
+                Ok(txn)
+            }
+        }
     }
 
     /// A cheap check that the database answers and holds jeton's current schema.

@@ -1,6 +1,7 @@
 //! Connections that say nothing cost nothing: they are closed after the handshake timeout,
-//! the accept loop backs off instead of spinning when file descriptors run out, and a real
-//! client is still served.
+//! the accept loop backs off instead of spinning when file descriptors run out, a request
+//! whose body does not come is cut at the HTTP request deadline, and a real client is still
+//! served.
 
 use crate::helpers::*;
 use crate::logs::{JETON, bootstrap, connect};
@@ -116,4 +117,122 @@ async fn a_silent_connection_to_the_tls_port_is_closed_after_the_handshake_timeo
             .await
             .valid
     );
+}
+
+/// Requests whose body never comes cannot hold the HTTP listener: a flood of them, more
+/// than it has places, each sending `POST /oauth2/introspect` headers with a
+/// `Content-Length` and then nothing, is answered 408 and closed once
+/// `--http-request-timeout` has passed, and a legitimate forward-auth sent behind the flood
+/// is answered as soon as their places free (without the deadline it waits as long as
+/// they keep their connections open: for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_are_cut_at_the_request_deadline_and_a_forward_auth_gets_through() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const DEADLINE: Duration = Duration::from_secs(8);
+    // Both ends of every connection are in this process: as many connections as half the
+    // descriptors allow, keeping some for the server's database and the runtime, and no more
+    // than open well within the deadline on a busy machine.
+    let files = rlimit::increase_nofile_limit(u64::MAX).unwrap();
+    let places = usize::try_from(files.saturating_sub(400) / 2)
+        .unwrap()
+        .clamp(100, 4000);
+    // Beyond the places: these wait in the kernel's backlog, in front of the legitimate
+    // request.
+    let slow_count = places + 50;
+    let app = TestApp::spawn_with(Transport::Plain, |s| {
+        s.http_listen = Some("127.0.0.1:0".parse().unwrap());
+        s.connection_limit = u32::try_from(places).unwrap();
+        s.http_request_timeout = DEADLINE;
+    })
+    .await;
+    let front = app.http.unwrap();
+
+    let head = std::sync::Arc::new(format!(
+        "POST /oauth2/introspect HTTP/1.1\r\nhost: {front}\r\n\
+         content-type: application/x-www-form-urlencoded\r\ncontent-length: 1000\r\n\r\n"
+    ));
+    // Opened a few hundred at a time, so that the whole flood is in before the first of it
+    // reaches the deadline, without overflowing the kernel's queue of half-open connections.
+    let opening = std::sync::Arc::new(tokio::sync::Semaphore::new(200));
+    let (sent_tx, mut sent_rx) = tokio::sync::mpsc::unbounded_channel();
+    let flood_began = Instant::now();
+    let mut slow = tokio::task::JoinSet::new();
+    for _ in 0..slow_count {
+        let (head, opening, sent_tx) = (head.clone(), opening.clone(), sent_tx.clone());
+        slow.spawn(async move {
+            let permit = opening.acquire_owned().await.unwrap();
+            let mut s = tokio::net::TcpStream::connect(front).await.unwrap();
+            s.write_all(head.as_bytes()).await.unwrap();
+            let sent = Instant::now();
+            drop(permit);
+            let _ = sent_tx.send(());
+            // What the server answers, and how long after the headers it closed the
+            // connection.
+            let mut answer = Vec::new();
+            let _ = s.read_to_end(&mut answer).await;
+            (
+                String::from_utf8_lossy(&answer).into_owned(),
+                sent.elapsed(),
+            )
+        });
+    }
+    drop(sent_tx);
+    for _ in 0..slow_count {
+        sent_rx.recv().await.unwrap();
+    }
+    let opened_in = flood_began.elapsed();
+    assert!(
+        opened_in < DEADLINE / 2,
+        "the flood took {opened_in:?} to open: too slow to hold every place at once"
+    );
+
+    // Behind the flood, a legitimate forward-auth.
+    let bearer = format!("Bearer {}", app.admin);
+    let legit = tokio::time::timeout(
+        DEADLINE * 5,
+        http(
+            front,
+            "GET",
+            "/v1/forward-auth?namespace=api",
+            &[("authorization", &bearer)],
+            "",
+        ),
+    )
+    .await;
+    let waited = flood_began.elapsed();
+    let legit = legit.unwrap_or_else(|_| {
+        panic!("a forward-auth behind {slow_count} slow bodies was not answered in {waited:?}")
+    });
+    assert_eq!(legit.status, 200, "{}", legit.body);
+    // It did wait for places: the flood held them all until its deadline.
+    assert!(
+        waited > DEADLINE - Duration::from_millis(250),
+        "answered after {waited:?}: the flood did not fill the listener"
+    );
+
+    // Every slow request was answered 408 and closed, not before the deadline; those that
+    // waited in the backlog, a deadline after they were let in.
+    let mut early = Vec::new();
+    let mut not_408 = Vec::new();
+    while let Some(done) = tokio::time::timeout(DEADLINE * 5, slow.join_next())
+        .await
+        .unwrap_or_else(|_| panic!("{} slow connections still open", slow.len()))
+    {
+        let (answer, after) = done.unwrap();
+        if !answer.starts_with("HTTP/1.1 408") {
+            not_408.push(answer);
+        }
+        // The server counts from when it took the connection, a moment before the headers
+        // were sent.
+        if after < DEADLINE - Duration::from_millis(250) {
+            early.push(after);
+        }
+    }
+    assert!(
+        not_408.is_empty(),
+        "{} slow requests not answered 408, e.g. {:?}",
+        not_408.len(),
+        not_408.first()
+    );
+    assert!(early.is_empty(), "cut before the deadline: {early:?}");
 }

@@ -19,5 +19,6 @@ mod operators;
 mod proxies;
 mod roles;
 mod scaleout;
+mod startup;
 mod storage;
 mod tokens;

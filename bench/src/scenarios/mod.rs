@@ -32,6 +32,8 @@ pub enum Scenario {
     List,
     /// Memory per cached token
     Memory,
+    /// Memory under concurrent Generate
+    GenerateMemory,
     /// Revocation across replicas
     Propagation,
     /// Database writes of last-use times
@@ -47,13 +49,14 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 10] = [
+    pub const ALL: [Scenario; 11] = [
         Scenario::Validate,
         Scenario::Instrumentation,
         Scenario::Cold,
         Scenario::Flood,
         Scenario::List,
         Scenario::Memory,
+        Scenario::GenerateMemory,
         Scenario::Propagation,
         Scenario::LastUse,
         Scenario::Crash,
@@ -66,6 +69,7 @@ impl Scenario {
             Scenario::Cold => "Cold `Validate` and `Generate` at production Argon2 cost",
             Scenario::List => "`List`, one page of 100, against table size",
             Scenario::Memory => "Memory per cached token",
+            Scenario::GenerateMemory => "Memory under concurrent `Generate`",
             Scenario::Propagation => "Revocation across replicas",
             Scenario::LastUse => "Database writes for 10^6 validations of one token",
             Scenario::Instrumentation => "The cost of metrics on cached `Validate`",
@@ -89,6 +93,7 @@ pub async fn run(scenario: Scenario, ctx: &Ctx) -> Result<String, BoxError> {
         Scenario::Cold => cold::run(ctx).await,
         Scenario::List => list::run(ctx).await,
         Scenario::Memory => memory::run(ctx).await,
+        Scenario::GenerateMemory => memory::under_generate(ctx).await,
         Scenario::Propagation => propagation::run(ctx).await,
         Scenario::LastUse => last_use::run(ctx).await,
         Scenario::Instrumentation => instrumentation::run(ctx).await,
