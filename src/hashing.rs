@@ -86,6 +86,8 @@ pub(crate) struct Hasher {
     memory: Arc<Memory>,
     /// Verifications run so far (tests read it).
     verifications: Arc<std::sync::atomic::AtomicU64>,
+    /// Time the suspect lane has spent computing, in nanoseconds (tests read it).
+    suspect_computing: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Hasher {
@@ -106,6 +108,7 @@ impl Hasher {
             memory: Arc::default(),
             queue_timeout: settings.queue_timeout,
             verifications: Arc::default(),
+            suspect_computing: Arc::default(),
         })
     }
 
@@ -198,6 +201,9 @@ impl Hasher {
         .await
         .map_err(|e| HashError::Failed(e.to_string()))?;
         if let Some(share) = share {
+            let nanos = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
+            self.suspect_computing
+                .fetch_add(nanos, std::sync::atomic::Ordering::Relaxed);
             // The rest the suspect lane owes; the caller has its answer meanwhile.
             tokio::spawn(async move {
                 tokio::time::sleep(took * SUSPECT_REST).await;
@@ -494,8 +500,15 @@ mod tests {
         }
         assert_eq!(h.permits.available_permits(), 1, "one slot stays free");
         h.hash(b"legit".to_vec()).await.unwrap();
+        // Each suspect computes and then rests three times as long before the next may
+        // start: when the normal hash (as long as one of them) is done, at most the suspect
+        // that held the lane has answered — two, if the machine stalled the hash for the
+        // whole rest.
         let done = flood.iter().filter(|t| t.is_finished()).count();
-        assert!(done < 4, "a normal hash went ahead of the queued suspects");
+        assert!(
+            done <= 2,
+            "{done} queued suspects answered before a normal hash"
+        );
         for t in flood {
             assert!(!t.await.unwrap().unwrap());
         }
@@ -519,8 +532,68 @@ mod tests {
                 .await
                 .unwrap()
         );
-        while h.suspects.available_permits() == 0 {
-            tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while h.suspects.available_permits() == 0 {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        })
+        .await
+        .expect("the lane's place came back after its rest");
+    }
+
+    /// The suspect lane's duty cycle, measured: a flood of wrong secrets that always has a
+    /// suspect verification waiting keeps the lane's one slot computing at most a quarter of
+    /// the time (it rests three times as long as it computed), and at least some of it (the
+    /// lane is not starved either, so the measure means something).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_suspect_lane_computes_at_most_a_quarter_of_the_time() {
+        let settings = HashSettings {
+            memory_kib: 8 * 1024,
+            iterations: 2,
+            parallelism: 1,
+            max_concurrent: 2,
+            queue_timeout: Duration::from_secs(30),
+        };
+        let h = Hasher::new(&settings, Pepper::default()).unwrap();
+        let phc = h.hash(b"right".to_vec()).await.unwrap();
+        let window = Duration::from_secs(2);
+        let started = std::time::Instant::now();
+        let flood: Vec<_> = (0..8)
+            .map(|_| {
+                let (h, phc) = (h.clone(), phc.clone());
+                tokio::spawn(async move {
+                    let mut answered = 0u32;
+                    while started.elapsed() < window {
+                        assert!(
+                            !h.verify(b"wrong".to_vec(), phc.clone(), Lane::Suspect)
+                                .await
+                                .unwrap()
+                        );
+                        answered += 1;
+                    }
+                    answered
+                })
+            })
+            .collect();
+        let mut answered = 0;
+        for t in flood {
+            answered += t.await.unwrap();
         }
+        let elapsed = started.elapsed();
+        let busy = Duration::from_nanos(
+            h.suspect_computing
+                .load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let share = busy.as_secs_f64() / elapsed.as_secs_f64();
+        // The computations that were running when the window closed finish without their
+        // rest inside it: one computation's worth of slack, bounded by the 10 % here.
+        assert!(
+            share <= 0.25 + 0.10,
+            "the suspect lane computed {busy:?} of {elapsed:?} ({share:.2}, {answered} answers)"
+        );
+        assert!(
+            share >= 0.05,
+            "the suspect lane barely ran: {busy:?} of {elapsed:?} ({answered} answers)"
+        );
     }
 }
