@@ -193,8 +193,7 @@ pub struct PacedWindow {
     pub most_in_flight: usize,
     /// Server CPU time over the window (and the answers to the calls in flight at its end).
     pub cpu: Duration,
-    /// This process's CPU time over the same span: the load generator's (with the kernel's
-    /// work of delivering its requests on loopback).
+    /// This process's CPU time over the same span: the load generator's.
     pub own_cpu: Duration,
 }
 

@@ -12,8 +12,9 @@ use jeton_testkit::BoxError;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Offered rates, as fractions of the empty RPC's maximum.
-const FRACTIONS: [f64; 3] = [0.25, 0.5, 0.75];
+/// Offered rates, as fractions of the empty RPC's maximum: 10 % is far from any queue, 75 %
+/// is close to Validate's own maximum (about 0.8 of the empty RPC's in the closed loop).
+const FRACTIONS: [f64; 4] = [0.1, 0.25, 0.5, 0.75];
 /// Connections the calls are spread over, round-robin (as the closed-loop rows at 4).
 const CONNS: usize = 4;
 /// The closed-loop row quoted beside the open-loop ones: the saturated reading of the p99
@@ -196,6 +197,7 @@ fn cells(level: &Level) -> Vec<String> {
         differences(vp, ep),
         format!("{:.1} / {:.1}", v.cpu_us, e.cpu_us),
         format!("{:.0} / {:.0}", v.late_p99_us, e.late_p99_us),
+        format!("{:.2} / {:.2}", v.generator_busy, e.generator_busy),
         format!("{} / {}", v.most_in_flight, e.most_in_flight),
     ]
 }
@@ -216,6 +218,7 @@ fn saturated_cells(row: &Row) -> Vec<String> {
         percentiles(ep),
         differences(vp, ep),
         format!("{:.1} / {:.1}", v.cpu_us, e.cpu_us),
+        "–".into(),
         "–".into(),
         format!("{0} / {0}", row.inflight),
     ]
@@ -250,6 +253,7 @@ fn render(
         "Validate − empty: p50 / p99 / p999 ms",
         "server CPU µs per call: Validate / empty",
         "sends late, p99 µs: Validate / empty",
+        "load generator's core busy: Validate / empty",
         "most in flight: Validate / empty",
     ];
     let mut body: Vec<Vec<String>> = levels.iter().map(cells).collect();
@@ -264,16 +268,19 @@ fn render(
          Each fraction of that maximum is offered as a constant rate over {CONNS} connections, \
          calls assigned to them in turn: call *k* is due *k* / rate seconds after the start and \
          is sent when it is due, whether or not earlier calls have been answered, with as many \
-         in flight as that takes (up to {}; the table shows the most any window reached). Each \
-         call's latency is counted **from when it was due**, not from when it was sent, so a \
-         stall of the server or of the load generator delays every call due meanwhile and all \
-         of them count (no coordinated omission). Tokio's timer ticks in milliseconds, coarser \
-         than the gaps between calls, so the sending task waits on a kernel timer (a \
-         `timerfd` in tokio's reactor) set to each due time, and sends together every call \
-         already due when it wakes. \"Sends late\" is how long after its due time a call was \
-         handed to its connection (the p99 of each window, median): the load generator's own \
-         share of the latency, which includes its core being taken by other processes. Server \
-         CPU per call is as in the closed-loop table, per call due within the window.\n\n\
+         in flight as that takes (up to {}, beyond which a call waits for an answer before it \
+         is sent; the table shows the most any window reached). Each call's latency is counted \
+         **from when it was due**, not from when it was sent, so a stall of the server or of \
+         the load generator delays every call due meanwhile, and all of them count (no \
+         coordinated omission). Tokio's timer ticks in milliseconds, coarser than the gaps \
+         between calls, so the sending task waits on a kernel timer (a `timerfd` in tokio's \
+         reactor) set to each due time, and sends every call already due when it wakes. Two \
+         columns say whether a row measured the server or the load generator: \"sends late\", \
+         how long after its due time a call was handed to its connection (the p99 of each \
+         window; median), the load generator's own share of the latency, its core taken by \
+         other processes included; and the share of its core the load generator used (user + \
+         system of this process from `/proc` over the window; median). Server CPU per call is \
+         as in the closed-loop table, per call due within the window.\n\n\
          Each fraction is {} window(s) of {} s of each call, Validate and empty alternating and \
          the first of the pair swapped on each repeat (V E, E V, …); each window opens its own \
          connections and starts after {} ms of unrecorded calls at the same rate. The table \
