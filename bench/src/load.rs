@@ -195,6 +195,9 @@ pub struct PacedWindow {
     pub cpu: Duration,
     /// This process's CPU time over the same span: the load generator's.
     pub own_cpu: Duration,
+    /// From the window's start to the last answer (later than the window's end when answers
+    /// were owed at its end): the span both CPU times cover.
+    pub span: Duration,
 }
 
 impl PacedWindow {
@@ -207,9 +210,10 @@ impl PacedWindow {
         self.cpu.as_secs_f64() * 1e6 / self.lat.0.len().max(1) as f64
     }
 
-    /// The load generator's CPU over the window, as a share of one core.
+    /// The load generator's CPU over the window and the answers owed at its end, as a share
+    /// of one core.
     pub fn own_busy(&self) -> f64 {
-        self.own_cpu.as_secs_f64() / self.window.as_secs_f64()
+        self.own_cpu.as_secs_f64() / self.span.as_secs_f64().max(f64::MIN_POSITIVE)
     }
 }
 
@@ -261,6 +265,7 @@ pub async fn paced(server: &Server, load: &Paced<'_>) -> Result<PacedWindow, Box
     tokio::time::sleep_until(from.into()).await;
     let (cpu0, own0) = (server.cpu(), own_cpu());
     let sent = sending.await??;
+    let span = from.elapsed();
     Ok(PacedWindow {
         answered: sent.answered,
         window: load.window,
@@ -269,6 +274,7 @@ pub async fn paced(server: &Server, load: &Paced<'_>) -> Result<PacedWindow, Box
         most_in_flight: sent.most_in_flight,
         cpu: server.cpu().saturating_sub(cpu0),
         own_cpu: own_cpu().saturating_sub(own0),
+        span,
     })
 }
 
@@ -358,16 +364,20 @@ impl Schedule {
         due: Instant,
     ) -> impl Future<Output = Result<(Instant, Instant), String>> + Send + 'static {
         let (tokens, health) = &self.clients[k % self.clients.len()];
-        let (mut tokens, mut health) = (tokens.clone(), health.clone());
-        let (call, all) = (self.call, self.tokens.clone());
+        // Only the client the call needs is cloned: a clone allocates.
+        let (mut tokens, mut health) = match self.call {
+            Call::Validate => (Some(tokens.clone()), None),
+            _ => (None, Some(health.clone())),
+        };
+        let all = self.tokens.clone();
         async move {
-            if call == Call::Validate {
-                let r = validate(&mut tokens, &all[k % all.len()]).await?;
+            if let Some(client) = tokens.as_mut() {
+                let r = validate(client, &all[k % all.len()]).await?;
                 if !r.valid {
                     return Err(format!("Validate answered invalid ({:?})", r.reason()));
                 }
-            } else {
-                health
+            } else if let Some(client) = health.as_mut() {
+                client
                     .check(HealthCheckRequest {
                         service: "jeton.v1.TokenService".into(),
                     })

@@ -4,7 +4,7 @@
 //! dominates it; this one reads it where a deployment sized with headroom runs.
 
 use super::{Medians, Row};
-use crate::load::{self, Call, Paced, PacedWindow};
+use crate::load::{self, Call, Load, Paced, PacedWindow, Window};
 use crate::report::{median, table};
 use crate::scenarios::Ctx;
 use crate::server::Server;
@@ -28,6 +28,9 @@ struct Level {
     rate: f64,
     validate: Vec<PacedWindow>,
     empty: Vec<PacedWindow>,
+    /// Closed-loop windows of the empty RPC at the maximum's setting, one per repeat before
+    /// the open-loop pair: the maximum again, as the machine was during this fraction.
+    check: Vec<Window>,
 }
 
 /// Measures every fraction on `server` (the closed-loop table's, with `tokens` cached), from
@@ -47,8 +50,9 @@ pub(super) async fn run(
         return Err("the empty RPC's closed-loop rows answered nothing".into());
     }
     let repeats = ctx.args.repeats;
+    let window = Duration::from_secs(ctx.args.seconds);
     let bar = ctx.progress.counter(
-        (FRACTIONS.len() * repeats as usize * 2) as u64,
+        (FRACTIONS.len() * repeats as usize * 3) as u64,
         "open loop: Validate / empty RPC windows",
     );
     let mut levels = Vec::new();
@@ -59,8 +63,24 @@ pub(super) async fn run(
             rate,
             validate: Vec::new(),
             empty: Vec::new(),
+            check: Vec::new(),
         };
         for r in 0..repeats {
+            bar.set_message(format!(
+                "open loop {:.0} %: the maximum again {}/{repeats}",
+                fraction * 100.0,
+                r + 1
+            ));
+            let check = Load {
+                call: Call::Empty,
+                tokens,
+                conns: best.conns,
+                inflight: best.inflight,
+                warmup: WARMUP,
+                window,
+            };
+            level.check.push(load::run(server, &check).await?);
+            bar.inc(1);
             let order = if r % 2 == 0 {
                 [Call::Validate, Call::Empty]
             } else {
@@ -78,7 +98,7 @@ pub(super) async fn run(
                     conns: CONNS,
                     rate,
                     warmup: WARMUP,
-                    window: Duration::from_secs(ctx.args.seconds),
+                    window,
                 };
                 let w = load::paced(server, &load).await?;
                 if call == Call::Empty {
@@ -160,8 +180,9 @@ fn summary(level: &Level) -> String {
         PacedMedians::of(&level.validate),
         PacedMedians::of(&level.empty),
     );
+    let again = Medians::of(&level.check).per_sec;
     format!(
-        "{:.0} % ({:.0}/s offered): Validate {:.0}/s p99 {:.3} ms, empty {:.0}/s p99 {:.3} ms \
+        "{:.0} % ({:.0}/s offered, maximum again {again:.0}/s): Validate {:.0}/s p99 {:.3} ms, empty {:.0}/s p99 {:.3} ms \
          (server CPU {:.1} / {:.1} µs per call, sends late p99 {:.0} / {:.0} µs, most in flight \
          {} / {}, load generator busy {:.2} / {:.2} of its core)",
         level.fraction * 100.0,
@@ -187,9 +208,15 @@ fn cells(level: &Level) -> Vec<String> {
         PacedMedians::of(&level.empty),
     );
     let (vp, ep) = ([v.p50, v.p99, v.p999], [e.p50, e.p99, e.p999]);
+    let again = Medians::of(&level.check);
     vec![
         format!("{:.0} %", level.fraction * 100.0),
         format!("{:.0}", level.rate),
+        format!(
+            "{} ({:.0} %)",
+            again.rate(),
+            level.rate / again.per_sec.max(f64::MIN_POSITIVE) * 100.0
+        ),
         format!("{:.0} ±{:.0}%", v.per_sec, v.spread * 100.0),
         percentiles(vp),
         format!("{:.0} ±{:.0}%", e.per_sec, e.spread * 100.0),
@@ -212,6 +239,7 @@ fn saturated_cells(row: &Row) -> Vec<String> {
             row.conns, row.inflight
         ),
         "as answered".into(),
+        "–".into(),
         v.rate(),
         percentiles(vp),
         e.rate(),
@@ -246,6 +274,7 @@ fn render(
     let header = [
         "offered: fraction of the empty RPC's maximum",
         "offered calls/s",
+        "the maximum again, beside these windows: calls/s (offered / it)",
         "Validate answered calls/s",
         "Validate p50 / p99 / p999 ms",
         "empty answered calls/s",
@@ -281,6 +310,10 @@ fn render(
          other processes included; and the share of its core the load generator used (user + \
          system of this process from `/proc` over the window; median). Server CPU per call is \
          as in the closed-loop table, per call due within the window.\n\n\
+         What the server can do on a shared machine changes in minutes, so the maximum is \
+         measured again beside each fraction's windows: before each Validate / empty pair, one \
+         closed-loop window of the empty RPC at {} × {}, as in the table; the column \"the \
+         maximum again\" is their median, and the share of it the offered rate was.\n\n\
          Each fraction is {} window(s) of {} s of each call, Validate and empty alternating and \
          the first of the pair swapped on each repeat (V E, E V, …); each window opens its own \
          connections and starts after {} ms of unrecorded calls at the same rate. The table \
@@ -293,6 +326,8 @@ fn render(
         best.inflight,
         closed.join(", "),
         load::MOST_IN_FLIGHT,
+        best.conns,
+        best.inflight,
         a.repeats,
         a.seconds,
         WARMUP.as_millis(),
