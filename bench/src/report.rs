@@ -4,6 +4,7 @@
 use crate::Pinning;
 use chrono::{DateTime, Utc};
 use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub struct Report {
@@ -104,29 +105,45 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 
 /// `git rev-parse --short HEAD` of the tree the benchmark was built in, "+dirty" when
 /// `git status --porcelain` lists anything.
+///
+/// The tree is found from this package's source folder, recorded at build time: the binary's
+/// own folder is outside the repository whenever `CARGO_TARGET_DIR` points elsewhere. The
+/// current directory, then the binary's folder, are the fallbacks for a binary run after its
+/// sources moved.
 fn commit() -> String {
-    let dir = std::env::current_exe()
+    let exe_dir = std::env::current_exe()
         .ok()
-        .and_then(|p| p.parent().map(|d| d.to_path_buf()))
-        .unwrap_or_else(|| ".".into());
+        .and_then(|p| p.parent().map(Path::to_path_buf));
+    let dirs = [
+        Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
+        std::env::current_dir().ok(),
+        exe_dir,
+    ];
+    dirs.into_iter()
+        .flatten()
+        .filter(|d| d.is_dir())
+        .find_map(|d| commit_of(&d))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// The commit of the git work tree holding `dir`, if it is in one.
+fn commit_of(dir: &Path) -> Option<String> {
     let git = |args: &[&str]| {
         Command::new("git")
             .arg("-C")
-            .arg(&dir)
+            .arg(dir)
             .args(args)
             .output()
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
     };
-    match git(&["rev-parse", "--short", "HEAD"]) {
-        Some(hash) => match git(&["status", "--porcelain"]) {
-            Some(status) if status.is_empty() => hash,
-            Some(_) => format!("{hash}+dirty"),
-            None => format!("{hash}+unknown"),
-        },
-        None => "unknown".into(),
-    }
+    let hash = git(&["rev-parse", "--short", "HEAD"])?;
+    Some(match git(&["status", "--porcelain"]) {
+        Some(status) if status.is_empty() => hash,
+        Some(_) => format!("{hash}+dirty"),
+        None => format!("{hash}+unknown"),
+    })
 }
 
 /// "Machine: N cores (model), M GiB; rustc …."

@@ -1,6 +1,10 @@
 //! Cached `Validate` against an empty RPC on the same server, at 1 and 4 connections and 16,
 //! 64 and 256 calls in flight: medians of alternating windows, server CPU per call, and the
-//! cache's own account of the Validate windows (hit rate, Argon2 computations).
+//! cache's own account of the Validate windows (hit rate, Argon2 computations). Then, on the
+//! same server, the proxy adapters beside Validate, and both calls below saturation
+//! ([`open_loop`]).
+
+mod open_loop;
 
 use super::{Ctx, flags};
 use crate::load::{self, Call, Expect, Lat, Load, Window};
@@ -60,10 +64,12 @@ pub async fn run(ctx: &Ctx) -> Result<String, BoxError> {
         }
     }
     bar.finish();
+    // Right after the closed-loop rows, whose empty-RPC maximum sets its rates.
+    let below = open_loop::run(ctx, &server, &tokens, &rows).await?;
     let adapters = adapters(ctx, &server, &tokens).await?;
     server.stop()?;
     let plotted = draw(ctx, &rows)?;
-    Ok(render(ctx, &rows, &cached, plotted.as_deref()) + &adapters)
+    Ok(render(ctx, &rows, &cached, plotted.as_deref()) + &adapters + "\n" + &below)
 }
 
 /// The proxy adapters beside Validate, same server, same tokens: Envoy's `Check` over gRPC
