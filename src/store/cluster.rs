@@ -238,6 +238,11 @@ impl Cluster {
     }
 }
 
+/// A primary's timeline and what its commits wait for.
+const PRIMARY_STATE: &str = "SELECT timeline_id::bigint AS timeline, \
+     current_setting('synchronous_commit') AS commit, \
+     current_setting('synchronous_standby_names') AS names FROM pg_control_checkpoint()";
+
 /// What one host is now.
 async fn probe(db: &DatabaseConnection) -> std::result::Result<Seen, sea_orm::DbErr> {
     let one = |sql: &str| Statement::from_string(DbBackend::Postgres, sql.to_owned());
@@ -264,19 +269,24 @@ async fn probe(db: &DatabaseConnection) -> std::result::Result<Seen, sea_orm::Db
         });
     }
     let row = db
-        .query_one_raw(one("SELECT timeline_id::bigint AS timeline, \
-             current_setting('synchronous_commit') AS commit FROM pg_control_checkpoint()"))
+        .query_one_raw(one(PRIMARY_STATE))
         .await?
         .ok_or_else(|| sea_orm::DbErr::Custom("no answer".into()))?;
     let timeline: i64 = row.try_get("", "timeline")?;
     let commit: String = row.try_get("", "commit")?;
+    let names: String = row.try_get("", "names")?;
     let synchronous = if matches!(commit.as_str(), "on" | "remote_write" | "remote_apply") {
+        let every_quorum_member = quorum_is_everyone(&names);
         db.query_all_raw(one(
-            "SELECT application_name FROM pg_stat_replication WHERE sync_state = 'sync'",
+            "SELECT application_name, sync_state FROM pg_stat_replication",
         ))
         .await?
         .iter()
-        .filter_map(|r| r.try_get::<String>("", "application_name").ok())
+        .filter_map(|r| {
+            let name = r.try_get::<String>("", "application_name").ok()?;
+            let state = r.try_get::<String>("", "sync_state").ok()?;
+            (state == "sync" || (state == "quorum" && every_quorum_member)).then_some(name)
+        })
         .collect()
     } else {
         Vec::new()
@@ -285,6 +295,32 @@ async fn probe(db: &DatabaseConnection) -> std::result::Result<Seen, sea_orm::Db
         timeline,
         synchronous,
     })
+}
+
+/// Whether `synchronous_standby_names` asks, in quorum form (`ANY k (a, b, …)`), every
+/// standby it lists to acknowledge each commit: only then does each of them hold every
+/// acknowledged change (with `ANY 1 (a, b)`, one of the two does, and jeton cannot tell
+/// which).
+fn quorum_is_everyone(names: &str) -> bool {
+    let names = names.trim();
+    let Some(rest) = names
+        .strip_prefix("ANY")
+        .or_else(|| names.strip_prefix("any"))
+    else {
+        return false;
+    };
+    let Some((k, list)) = rest.trim().split_once('(') else {
+        return false;
+    };
+    let Ok(k) = k.trim().parse::<usize>() else {
+        return false;
+    };
+    let listed = list
+        .trim_end_matches(')')
+        .split(',')
+        .filter(|n| !n.trim().is_empty())
+        .count();
+    listed > 0 && k >= listed
 }
 
 /// The `application_name` of a libpq connection string (`key=value` pairs, values possibly
@@ -368,6 +404,19 @@ mod tests {
             r.primary, None,
             "a --database-read-url host is not written to"
         );
+    }
+
+    #[test]
+    fn a_quorum_holds_everything_only_when_it_is_everyone() {
+        assert!(quorum_is_everyone("ANY 1 (pgautofailover_standby_2)"));
+        assert!(quorum_is_everyone("ANY 2 (a, b)"));
+        assert!(!quorum_is_everyone("ANY 1 (a, b)"));
+        assert!(
+            !quorum_is_everyone("FIRST 1 (a, b)"),
+            "priority: its synchronous one is 'sync'"
+        );
+        assert!(!quorum_is_everyone("standby1"));
+        assert!(!quorum_is_everyone(""));
     }
 
     #[test]
