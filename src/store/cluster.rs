@@ -147,6 +147,13 @@ impl Cluster {
     /// the roles. Returns them.
     pub(super) async fn probe(&self) -> Roles {
         let seen = futures_util::future::join_all(self.hosts.iter().map(|h| async move {
+            // A plain TCP connect first: a server that died answers it with a refusal at
+            // once, where a pool would keep retrying until its acquire timeout.
+            let reachable =
+                tokio::time::timeout(PROBE_TIMEOUT, tokio::net::TcpStream::connect(&h.label)).await;
+            if !matches!(reachable, Ok(Ok(_))) {
+                return Seen::Away;
+            }
             match tokio::time::timeout(PROBE_TIMEOUT, probe(&h.db)).await {
                 Ok(Ok(seen)) => seen,
                 _ => Seen::Away,

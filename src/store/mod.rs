@@ -234,6 +234,9 @@ fn sqlite_busy(e: &sea_orm::sqlx::Error) -> bool {
         if d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 5))
 }
 
+/// How long a read of the change log on a standby waits for it to apply what it received.
+const REPLAY_WAIT: Duration = Duration::from_millis(200);
+
 /// How long a read that found its host away waits for the hosts' roles to change (a
 /// standby found complete, or promoted) before it fails: the probes run every 200 ms, and
 /// at once when a query finds a host away.
@@ -321,6 +324,47 @@ impl Store {
         }
     }
 
+    /// Waits (at most [`REPLAY_WAIT`]) until the host reads go to has applied all the
+    /// changes it had received when this was called: `true` at once on a primary; on a
+    /// synchronous standby, whose commits are acknowledged once it has *flushed* them (with
+    /// `synchronous_commit = on`), `true` once it has also applied them, so that a read made
+    /// after this sees every change acknowledged before it began. `false` if it had not in
+    /// time.
+    pub(crate) async fn settle_reads(&self) -> Result<bool> {
+        let roles = self.cluster.roles();
+        if roles.complete.is_none() || roles.complete == roles.primary {
+            return Ok(true);
+        }
+        let conn = self.read()?;
+        let stmt = |sql: &str| sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql);
+        let received: Option<String> = conn
+            .query_one_raw(stmt("SELECT pg_last_wal_receive_lsn()::text AS lsn"))
+            .await?
+            .and_then(|r| r.try_get("", "lsn").ok());
+        let Some(received) = received else {
+            return Ok(false);
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let applied: bool = conn
+                .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS done",
+                    [received.clone().into()],
+                ))
+                .await?
+                .and_then(|r| r.try_get("", "done").ok())
+                .unwrap_or(false);
+            if applied {
+                return Ok(true);
+            }
+            if started.elapsed() > REPLAY_WAIT {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
     /// For a read that should be tried once more when its host goes away: see
     /// [`ThroughFailover`].
     fn through_failover(&self) -> ThroughFailover {
@@ -338,13 +382,11 @@ impl Store {
         self.cluster.subscribe()
     }
 
-    /// On PostgreSQL, starts asking every host what it is (see `cluster`), until the
-    /// returned task is stopped; `None` on SQLite, which has one file and no roles.
+    /// With several PostgreSQL hosts, starts asking every host what it is (see
+    /// `cluster`), until the returned task is stopped; `None` with one database (SQLite's
+    /// file, or one server), which is the primary whatever happens to it.
     pub(crate) fn start_probing(&self) -> Option<crate::background::Task> {
-        match self.engine {
-            Engine::Sqlite => None,
-            Engine::Postgres => Some(self.cluster.clone().start_probing()),
-        }
+        (self.cluster.hosts.len() > 1).then(|| self.cluster.clone().start_probing())
     }
 
     /// The database's one pool, for what runs where the schema is made (SQLite's file, or
@@ -645,7 +687,9 @@ impl Store {
 
 /// A read under way when its host goes away (the primary dies) is tried once more on the
 /// host that takes its place, once the probes have found it (within [`FAILOVER_WAIT`]),
-/// instead of failing: `Validate` goes on through a failover.
+/// instead of failing: `Validate` goes on through a failover. A read still waiting on a
+/// host when the probes move reads elsewhere is given up and tried on the new host at once
+/// (a pool keeps retrying a dead server until its acquire timeout).
 struct ThroughFailover {
     roles: tokio::sync::watch::Receiver<Roles>,
     several: bool,
@@ -653,6 +697,32 @@ struct ThroughFailover {
 }
 
 impl ThroughFailover {
+    /// Runs `read`, unless the host reads go to changes first (then `None`).
+    async fn race<T>(
+        &mut self,
+        read: impl std::future::Future<Output = std::result::Result<T, DbErr>>,
+    ) -> Option<std::result::Result<T, DbErr>> {
+        if !self.several || self.tried {
+            return Some(read.await);
+        }
+        let from = self.roles.borrow_and_update().complete;
+        tokio::pin!(read);
+        loop {
+            tokio::select! {
+                r = &mut read => return Some(r),
+                changed = self.roles.changed() => {
+                    if changed.is_err() {
+                        return Some(read.await);
+                    }
+                    if self.roles.borrow_and_update().complete != from {
+                        self.tried = true;
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
     /// Whether to try again after `error`: the first time a read finds its host away, once
     /// the hosts' roles have changed.
     async fn again(&mut self, error: &StoreError) -> bool {

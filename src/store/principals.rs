@@ -75,10 +75,14 @@ impl Store {
     ) -> Result<Option<Principal>> {
         let mut failover = self.through_failover();
         let row = loop {
-            match principal::Entity::find_by_id(key(tenant, id))
-                .one(&*self.read()?)
+            let conn = self.read()?;
+            let Some(read) = failover
+                .race(principal::Entity::find_by_id(key(tenant, id)).one(&*conn))
                 .await
-            {
+            else {
+                continue;
+            };
+            match read {
                 Ok(row) => break row,
                 Err(e) => {
                     let e = StoreError::from(e);

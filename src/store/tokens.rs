@@ -255,10 +255,14 @@ impl Store {
     pub(crate) async fn token_with_hash(&self, id: &TokenId) -> Result<Option<(Token, String)>> {
         let mut failover = self.through_failover();
         let row = loop {
-            match token::Entity::find_by_id(id.as_str())
-                .one(&*self.read()?)
+            let conn = self.read()?;
+            let Some(read) = failover
+                .race(token::Entity::find_by_id(id.as_str()).one(&*conn))
                 .await
-            {
+            else {
+                continue;
+            };
+            match read {
                 Ok(row) => break row,
                 Err(e) => {
                     let e = StoreError::from(e);

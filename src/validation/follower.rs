@@ -231,6 +231,9 @@ impl Follower {
     async fn poll(&mut self) {
         let began = self.cache.read_begins();
         let epoch = self.store.roles().epoch;
+        // On a synchronous standby, what was acknowledged before `began` is flushed there but
+        // maybe not applied yet: a read that cannot see it renews no trust.
+        let settled = self.store.settle_reads().await.unwrap_or(false);
         let read = match self.mark.take() {
             // The first read only finds where the log stands: changes still open below it
             // are taken in by the next, so it renews no trust.
@@ -254,7 +257,7 @@ impl Follower {
                 self.mark = Some(mark);
                 self.epoch = epoch;
                 self.cache.cut_off(false);
-                if complete {
+                if complete && settled {
                     self.cache.mark_fresh(began);
                 }
                 if self.failing {

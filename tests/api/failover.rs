@@ -82,9 +82,7 @@ fn load(
 }
 
 async fn through_a_failover(replication: Replication) {
-    let pair = tokio::task::spawn_blocking(move || PgPair::start(replication))
-        .await
-        .unwrap();
+    let pair = PgPair::start(replication).await.unwrap();
     let a = TestApp::spawn_on_url(pair.multi_host_url(), Transport::Plain, |_| {}).await;
     let b = a.replica_with(Transport::Plain, |_| {}).await;
     // Tokens validated before the failover (cached on both replicas), tokens never validated
@@ -136,13 +134,8 @@ async fn through_a_failover(replication: Replication) {
     let before = seen.calls.load(Ordering::Relaxed);
 
     // The primary dies; a second later the standby is promoted.
+    pair.kill_primary().await.unwrap();
     let killed = Instant::now();
-    let pair = tokio::task::spawn_blocking(move || {
-        pair.kill_primary();
-        pair
-    })
-    .await
-    .unwrap();
     tokio::time::sleep(Duration::from_millis(400)).await;
     // First validations during the failover, on both replicas.
     let mut first_failed = 0;
@@ -175,12 +168,7 @@ async fn through_a_failover(replication: Replication) {
         assert_eq!(s.code(), Code::Unavailable, "{s:?}");
     }
     tokio::time::sleep(Duration::from_secs(1).saturating_sub(killed.elapsed())).await;
-    let pair = tokio::task::spawn_blocking(move || {
-        pair.promote_standby();
-        pair
-    })
-    .await
-    .unwrap();
+    pair.promote_standby().await.unwrap();
     let promoted = Instant::now();
     // Writes come back: the first Generate that succeeds, on each replica.
     let mut writes_back = Vec::new();
