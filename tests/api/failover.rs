@@ -44,7 +44,7 @@ fn load(
         let mut i = 0usize;
         while !stop.load(Ordering::Relaxed) {
             i += 1;
-            let (token, must_be_valid) = if i % 10 == 0 {
+            let (token, must_be_valid) = if i.is_multiple_of(10) {
                 (revoked.clone(), false)
             } else {
                 (good[i % good.len()].clone(), true)
