@@ -167,6 +167,12 @@ async fn through_a_failover(replication: Replication) {
     if let Err(s) = &during {
         assert_eq!(s.code(), Code::Unavailable, "{s:?}");
     }
+    // Health says what works: validations (the service) on a replica that cannot write.
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    let health_during = (
+        a.health("jeton.v1.TokenService").await.ok(),
+        a.health("writes").await.ok(),
+    );
     tokio::time::sleep(Duration::from_secs(1).saturating_sub(killed.elapsed())).await;
     pair.promote_standby().await.unwrap();
     let promoted = Instant::now();
@@ -206,8 +212,28 @@ async fn through_a_failover(replication: Replication) {
         uncached.len()
     );
     assert_eq!(internal, 0, "no INTERNAL, ever");
+    eprintln!("health during the failover (TokenService, writes): {health_during:?}");
+    assert_ne!(
+        health_during.1,
+        Some(serving),
+        "no host takes writes during the failover"
+    );
+    // After it, writes are said to work again (readiness checks every second).
+    let back = Instant::now();
+    while a.health("writes").await.ok() != Some(serving) {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "health never said writes work again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     match replication {
         Replication::Synchronous => {
+            assert_eq!(
+                health_during.0,
+                Some(serving),
+                "a replica that validates stays in rotation"
+            );
             assert_eq!(failed, 0, "a good token failed during the failover");
             assert_eq!(
                 first_failed, 0,
