@@ -254,10 +254,21 @@ const PRIMARY_STATE: &str = "SELECT timeline_id::bigint AS timeline, \
 async fn probe(db: &DatabaseConnection) -> std::result::Result<Seen, sea_orm::DbErr> {
     let one = |sql: &str| Statement::from_string(DbBackend::Postgres, sql.to_owned());
     let row = db
-        .query_one_raw(one("SELECT pg_is_in_recovery() AS standby"))
+        .query_one_raw(one("SELECT pg_is_in_recovery() AS standby, \
+             current_setting('default_transaction_read_only') = 'on' AS read_only"))
         .await?
         .ok_or_else(|| sea_orm::DbErr::Custom("no answer".into()))?;
     let standby: bool = row.try_get("", "standby")?;
+    let read_only: bool = row.try_get("", "read_only")?;
+    if !standby && read_only {
+        // Out of recovery but taking no writes: a primary being demoted, or a standby just
+        // promoted that is kept read-only until its old primary is fenced (pg_auto_failover
+        // does so). Not a primary yet; it has applied all it has.
+        return Ok(Seen::Standby {
+            caught_up: true,
+            name: None,
+        });
+    }
     if standby {
         // All it received is applied (with nothing received yet: not caught up).
         let row = db

@@ -121,8 +121,11 @@ fn is_unavailable(e: &DbErr) -> bool {
                 | Sqlx::WorkerCrashed => true,
                 // PostgreSQL classes 08 (connection exception), 57 (operator intervention, e.g.
                 // shutdown or a terminated backend), 53 (insufficient resources), 3D000
-                // (database does not exist, as while it is being recreated) and 42P01 (no such
-                // table: a database re-created empty). SQLite: no such table.
+                // (database does not exist, as while it is being recreated), 42P01 (no such
+                // table: a database re-created empty) and 25006 (a write reached a host that
+                // takes none now: a primary being demoted, or a promoted standby that
+                // pg_auto_failover keeps read-only until its old primary is fenced). SQLite:
+                // no such table.
                 Sqlx::Database(d) => {
                     d.code().is_some_and(|c| {
                         c.starts_with("08")
@@ -130,6 +133,7 @@ fn is_unavailable(e: &DbErr) -> bool {
                             || c.starts_with("53")
                             || c == "3D000"
                             || c == "42P01"
+                            || c == "25006"
                     }) || d.message().starts_with("no such table")
                 }
                 _ => false,
