@@ -80,7 +80,14 @@ impl From<usecase::Error> for AppError {
 
 /// Connects to the database and brings its schema up to date.
 pub(crate) async fn open_store(db: &DbConfig) -> Result<Store, AppError> {
-    let store = Store::connect(db.url.expose(), &db.options()).await?;
+    open_store_with(db, None).await
+}
+
+/// The same, reading also from the hosts of `read_url` (`--database-read-url`).
+async fn open_store_with(db: &DbConfig, read_url: Option<&str>) -> Result<Store, AppError> {
+    let mut options = db.options();
+    options.read_url = read_url.map(str::to_owned);
+    let store = Store::connect(db.url.expose(), &options).await?;
     store.migrate().await?;
     Ok(store)
 }
@@ -200,7 +207,8 @@ impl Server {
             }
             None => None,
         };
-        let store = open_store(&config.db).await?;
+        let read_url = config.database_read_url.as_ref().map(|u| u.expose());
+        let store = open_store_with(&config.db, read_url).await?;
         let hasher = Hasher::new(&config.hashing(), pepper)?;
         let validator = Validator::new(store.clone(), hasher.clone(), &config.cache());
         let last_use = Arc::new(LastUse::new(store.clone()));
@@ -270,7 +278,7 @@ impl Server {
         let (routes, reporter) = crate::grpc::services(&cases, config.db.connect_timeout).await?;
         let mut tasks = vec![
             readiness.start_checking(store.clone()),
-            crate::grpc::start_reporting(reporter, readiness.subscribe()),
+            crate::grpc::start_reporting(reporter, readiness.subscribe(), store.watch_roles()),
             validator.follow_changes(),
             cases
                 .directory
@@ -279,6 +287,7 @@ impl Server {
                 .tokens
                 .start_retiring(config.retirement_sweep_interval, sweeps.retirement),
         ];
+        tasks.extend(store.start_probing());
         if let Some((listener, recorder)) = metrics {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "metrics listening");
@@ -416,6 +425,7 @@ impl Scrape {
             pool_waiting,
             last_use_pending: self.last_use.pending(),
             database_up: self.readiness.is_serving(),
+            database_writable: self.readiness.is_serving() && self.store.roles().primary.is_some(),
         }
     }
 }

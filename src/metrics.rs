@@ -94,6 +94,7 @@ pub(crate) struct Handles {
     pub(crate) change_log_lag: Gauge,
     pub(crate) change_log_last_poll: Gauge,
     pub(crate) last_use_flush_seconds: Histogram,
+    pub(crate) stale_answers: Counter,
 }
 
 static HANDLES: OnceLock<Handles> = OnceLock::new();
@@ -188,6 +189,14 @@ fn register() -> Handles {
         "jeton_database_up",
         "1 while the database answers with jeton's schema"
     );
+    metrics::describe_gauge!(
+        "jeton_database_writable",
+        "1 while a database host takes writes (0 during a failover: Validate goes on from a synchronous standby)"
+    );
+    metrics::describe_counter!(
+        "jeton_stale_answers_total",
+        "validations answered from the cache past its trust window because no database host answered (--stale-if-error)"
+    );
     gauge!("jeton_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Handles {
         rpc: METHODS
@@ -223,6 +232,7 @@ fn register() -> Handles {
         change_log_lag: gauge!("jeton_change_log_lag_seconds"),
         change_log_last_poll: gauge!("jeton_change_log_last_poll_timestamp_seconds"),
         last_use_flush_seconds: histogram!("jeton_last_use_flush_duration_seconds"),
+        stale_answers: counter!("jeton_stale_answers_total"),
     }
 }
 
@@ -276,6 +286,7 @@ pub(crate) struct Snapshot {
     pub pool_waiting: u32,
     pub last_use_pending: usize,
     pub database_up: bool,
+    pub database_writable: bool,
 }
 
 /// Renders the metrics, with the scrape-time values of `snapshot`.
@@ -288,6 +299,7 @@ pub(crate) fn render(recorder: &PrometheusHandle, snapshot: &Snapshot) -> String
     gauge!("jeton_db_pool_waiting").set(f64::from(snapshot.pool_waiting));
     gauge!("jeton_last_use_pending").set(snapshot.last_use_pending as f64);
     gauge!("jeton_database_up").set(if snapshot.database_up { 1.0 } else { 0.0 });
+    gauge!("jeton_database_writable").set(if snapshot.database_writable { 1.0 } else { 0.0 });
     recorder.render()
 }
 

@@ -68,7 +68,9 @@ pub enum Command {
 /// The database and its connection pool.
 #[derive(Debug, Clone, Args)]
 pub struct DbConfig {
-    /// Database URL: sqlite://PATH (created on first use) or postgres://USER[:PASSWORD]@HOST[:PORT]/DB
+    /// Database URL: sqlite://PATH (created on first use) or
+    /// postgres://USER[:PASSWORD]@HOST[:PORT][,HOST[:PORT]…]/DB (several hosts: jeton writes
+    /// to the one that is not in recovery, and finds the new one after a failover)
     #[arg(long = "database-url", env = "JETON_DATABASE_URL", value_name = "URL", hide_env_values = true,
           default_value = "sqlite://jeton.db", value_parser = parse::database_url)]
     pub url: DatabaseUrl,
@@ -112,6 +114,17 @@ pub struct ServeConfig {
     pub db: DbConfig,
     #[command(flatten)]
     pub hash: HashConfig,
+    /// More PostgreSQL hosts, in the form of --database-url, that jeton may read from (the
+    /// change log, a token's row at its first validation) but never writes to: standbys
+    #[arg(long = "database-read-url", env = "JETON_DATABASE_READ_URL", value_name = "URL",
+          hide_env_values = true, value_parser = parse::postgres_url)]
+    pub database_read_url: Option<DatabaseUrl>,
+    /// When no database host answers at all, how long after its last complete read of the
+    /// change log a replica keeps answering Validate from its cache, counting and logging
+    /// each such answer (0s: never — fail closed)
+    #[arg(long, env = "JETON_STALE_IF_ERROR", value_name = "DURATION",
+          default_value = "0s", value_parser = parse::duration)]
+    pub stale_if_error: Duration,
     /// Address to serve gRPC on
     #[arg(
         long,
@@ -312,6 +325,7 @@ impl ServeConfig {
             // A replica that could not read the change log for this long answers from the
             // database only (five polls at the longest poll interval allowed).
             stale_after: crate::validation::TRUST_WINDOW,
+            stale_if_error: self.stale_if_error,
         }
     }
 
@@ -365,6 +379,7 @@ impl DbConfig {
             max_connections: self.max_connections,
             connect_timeout: self.connect_timeout,
             create: true,
+            read_url: None,
         }
     }
 }

@@ -57,6 +57,15 @@ pub(super) fn database_url(s: &str) -> Result<DatabaseUrl, String> {
     }
 }
 
+/// A `postgres://` URL (one host or several, libpq's form).
+pub(super) fn postgres_url(s: &str) -> Result<DatabaseUrl, String> {
+    if s.starts_with("postgres://") || s.starts_with("postgresql://") {
+        Ok(DatabaseUrl(s.to_owned()))
+    } else {
+        Err("expected postgres://USER[:PASSWORD]@HOST[:PORT][,HOST[:PORT]…]/DB".into())
+    }
+}
+
 /// A filter in tracing's `EnvFilter` syntax.
 pub(super) fn log_filter(s: &str) -> Result<String, String> {
     tracing_subscriber::EnvFilter::try_new(s)

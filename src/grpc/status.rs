@@ -18,6 +18,12 @@ impl From<Error> for Status {
             Error::FailedPrecondition(m) => Status::failed_precondition(m),
             Error::Busy => Status::resource_exhausted(e.to_string()),
             Error::Quota(m) => Status::resource_exhausted(m),
+            Error::Unavailable(crate::store::StoreError::FailingOver(ref hosts)) => {
+                tracing::warn!(hosts = %hosts, "no database host takes writes: failing over");
+                Status::unavailable(
+                    "the database is failing over (no host takes writes yet); retry shortly",
+                )
+            }
             Error::Unavailable(ref cause) => {
                 tracing::warn!(error = %chain(cause), "database unavailable");
                 Status::unavailable("database unavailable; retry later")

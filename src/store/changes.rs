@@ -64,7 +64,7 @@ impl Store {
             .filter(change::Column::Seq.gt(floor))
             .order_by_asc(change::Column::Seq)
             .limit(limit)
-            .all(&*self.conn())
+            .all(&*self.read()?)
             .await?;
         Ok(rows.into_iter().map(change_row).collect())
     }
@@ -84,7 +84,7 @@ impl Store {
             .filter(any)
             .order_by_asc(change::Column::Seq)
             .limit(limit)
-            .all(&*self.conn())
+            .all(&*self.read()?)
             .await?;
         Ok(rows.into_iter().map(change_row).collect())
     }
@@ -93,7 +93,7 @@ impl Store {
     pub(crate) async fn last_change(&self) -> Result<i64> {
         let row = change::Entity::find()
             .order_by_desc(change::Column::Seq)
-            .one(&*self.conn())
+            .one(&*self.read()?)
             .await?;
         Ok(row.map_or(0, |r| r.seq))
     }
@@ -102,7 +102,7 @@ impl Store {
     pub(crate) async fn prune_changes(&self, before: DateTime<Utc>) -> Result<u64> {
         let res = change::Entity::delete_many()
             .filter(change::Column::At.lt(micros(before)))
-            .exec(&*self.conn())
+            .exec(&*self.conn()?)
             .await?;
         Ok(res.rows_affected)
     }
@@ -133,7 +133,7 @@ impl Store {
              INSERT INTO changes (kind, tenant_id, key, at) \
              SELECT '{TOKEN}', '', 'BBBBBBBBBBBBBBBBBBBBBB', 0 FROM n"
         );
-        self.conn().execute_unprepared(&sql).await?;
+        self.conn()?.execute_unprepared(&sql).await?;
         Ok(())
     }
 }

@@ -13,14 +13,17 @@
 
 mod audit;
 mod changes;
+mod cluster;
 mod codec;
 mod entity;
+mod hosts;
 mod migration;
 mod principals;
 mod tenants;
 mod tokens;
 
 pub(crate) use changes::Changed;
+pub(crate) use cluster::Roles;
 pub(crate) use tokens::TokenQuery;
 
 use crate::domain::{AuditEvent, Page};
@@ -47,6 +50,10 @@ pub(crate) enum StoreError {
         #[source]
         source: sea_orm::sqlx::Error,
     },
+    /// No host of the database takes writes now (its primary is gone and no standby has been
+    /// promoted yet), or none holds every acknowledged change: trying again shortly works.
+    #[error("the database is failing over: no host of {0} takes this now")]
+    FailingOver(String),
     /// A row with the same key exists.
     #[error("already exists")]
     Conflict,
@@ -70,7 +77,7 @@ impl StoreError {
     pub(crate) fn is_unavailable(&self) -> bool {
         matches!(
             self,
-            StoreError::Unavailable(_) | StoreError::Connect { .. }
+            StoreError::Unavailable(_) | StoreError::Connect { .. } | StoreError::FailingOver(_)
         )
     }
 }
@@ -114,8 +121,11 @@ fn is_unavailable(e: &DbErr) -> bool {
                 | Sqlx::WorkerCrashed => true,
                 // PostgreSQL classes 08 (connection exception), 57 (operator intervention, e.g.
                 // shutdown or a terminated backend), 53 (insufficient resources), 3D000
-                // (database does not exist, as while it is being recreated) and 42P01 (no such
-                // table: a database re-created empty). SQLite: no such table.
+                // (database does not exist, as while it is being recreated), 42P01 (no such
+                // table: a database re-created empty) and 25006 (a write reached a host that
+                // takes none now: a primary being demoted, or a promoted standby that
+                // pg_auto_failover keeps read-only until its old primary is fenced). SQLite:
+                // no such table.
                 Sqlx::Database(d) => {
                     d.code().is_some_and(|c| {
                         c.starts_with("08")
@@ -123,6 +133,7 @@ fn is_unavailable(e: &DbErr) -> bool {
                             || c.starts_with("53")
                             || c == "3D000"
                             || c == "42P01"
+                            || c == "25006"
                     }) || d.message().starts_with("no such table")
                 }
                 _ => false,
@@ -157,18 +168,21 @@ pub(crate) type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub(crate) type Written = Option<Vec<Changed>>;
 
 /// Connection settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub(crate) struct DbOptions {
     pub(crate) max_connections: u32,
     pub(crate) connect_timeout: Duration,
     /// SQLite: create the database file when there is none (otherwise an error).
     pub(crate) create: bool,
+    /// PostgreSQL: more hosts jeton may read from (`--database-read-url`), never writes to.
+    pub(crate) read_url: Option<String>,
 }
 
-/// The database behind jeton.
+/// The database behind jeton: one host (SQLite, or one PostgreSQL server), or the hosts of
+/// a replicated PostgreSQL, of which the store finds the writable one (see `cluster`).
 #[derive(Debug, Clone)]
 pub(crate) struct Store {
-    db: DatabaseConnection,
+    cluster: std::sync::Arc<cluster::Cluster>,
     engine: Engine,
     /// Operations using (or waiting for) a connection now.
     in_flight: std::sync::Arc<std::sync::atomic::AtomicU32>,
@@ -224,6 +238,41 @@ fn sqlite_busy(e: &sea_orm::sqlx::Error) -> bool {
         if d.code().and_then(|c| c.parse::<i32>().ok()).is_some_and(|c| c & 0xff == 5))
 }
 
+/// How long a read of the change log on a standby waits for it to apply what it received.
+const REPLAY_WAIT: Duration = Duration::from_millis(200);
+
+/// How long a read that found its host away waits for the hosts' roles to change (a
+/// standby found complete, or promoted) before it fails: the probes run every 200 ms, and
+/// at once when a query finds a host away.
+const FAILOVER_WAIT: Duration = Duration::from_secs(2);
+
+/// Opens one connection to the server `opts` names and closes it, so that a server that
+/// cannot be reached is reported with its cause (a pool would only say it timed out).
+async fn check_first_connection(
+    opts: &sea_orm::sqlx::postgres::PgConnectOptions,
+    timeout: Duration,
+) -> Result<()> {
+    use sea_orm::sqlx::ConnectOptions as _;
+    let target = format!(
+        "PostgreSQL database {:?} at {}:{} as user {:?}",
+        opts.get_database().unwrap_or(opts.get_username()),
+        opts.get_host(),
+        opts.get_port(),
+        opts.get_username()
+    );
+    match tokio::time::timeout(timeout, opts.connect()).await {
+        Ok(Ok(conn)) => {
+            let _ = sea_orm::sqlx::Connection::close(conn).await;
+            Ok(())
+        }
+        Ok(Err(source)) => Err(StoreError::Connect { target, source }),
+        Err(_) => Err(StoreError::Connect {
+            target,
+            source: sea_orm::sqlx::Error::PoolTimedOut,
+        }),
+    }
+}
+
 /// The name of the newest migration: the schema jeton expects.
 fn current_schema() -> String {
     Migrator::migrations()
@@ -233,30 +282,128 @@ fn current_schema() -> String {
 }
 
 impl Store {
-    fn new(db: DatabaseConnection, engine: Engine) -> Self {
+    fn new(cluster: cluster::Cluster, engine: Engine) -> Self {
         Self {
-            db,
+            cluster: std::sync::Arc::new(cluster),
             engine,
             in_flight: std::sync::Arc::default(),
         }
     }
 
-    /// The pool, for one operation: hold it (a temporary in the statement is enough) while
-    /// the operation runs.
-    fn conn(&self) -> Conn<'_> {
+    fn counted<'a>(&'a self, db: &'a DatabaseConnection) -> Conn<'a> {
         self.in_flight
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Conn {
-            db: &self.db,
+            db,
             in_flight: &self.in_flight,
         }
+    }
+
+    /// The primary's pool, for one operation (a write, or a read that must see what this
+    /// replica just wrote): hold it (a temporary in the statement is enough) while the
+    /// operation runs.
+    fn conn(&self) -> Result<Conn<'_>> {
+        Ok(self.counted(&self.cluster.primary()?.db))
+    }
+
+    /// The pool of a host that holds every acknowledged change — the primary, or while there
+    /// is none a synchronous standby — for reads that need no more: the change log, and a
+    /// token's or a principal's row at its first validation.
+    fn read(&self) -> Result<Conn<'_>> {
+        Ok(self.counted(&self.cluster.complete()?.db))
+    }
+
+    /// Which host does what now.
+    pub(crate) fn roles(&self) -> Roles {
+        self.cluster.roles()
+    }
+
+    /// Whether some database host answers: with one host, whether `error` (a failed read)
+    /// left it answering; with several, whether the last probe reached any.
+    pub(crate) fn reachable_after(&self, error: &StoreError) -> bool {
+        if self.cluster.hosts.len() > 1 {
+            self.cluster.roles().reachable
+        } else {
+            !error.is_unavailable()
+        }
+    }
+
+    /// Waits (at most [`REPLAY_WAIT`]) until the host reads go to has applied all the
+    /// changes it had received when this was called: `true` at once on a primary; on a
+    /// synchronous standby, whose commits are acknowledged once it has *flushed* them (with
+    /// `synchronous_commit = on`), `true` once it has also applied them, so that a read made
+    /// after this sees every change acknowledged before it began. `false` if it had not in
+    /// time.
+    pub(crate) async fn settle_reads(&self) -> Result<bool> {
+        let roles = self.cluster.roles();
+        if roles.complete.is_none() || roles.complete == roles.primary {
+            return Ok(true);
+        }
+        let conn = self.read()?;
+        let stmt = |sql: &str| sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql);
+        let received: Option<String> = conn
+            .query_one_raw(stmt("SELECT pg_last_wal_receive_lsn()::text AS lsn"))
+            .await?
+            .and_then(|r| r.try_get("", "lsn").ok());
+        let Some(received) = received else {
+            return Ok(false);
+        };
+        let started = std::time::Instant::now();
+        loop {
+            let applied: bool = conn
+                .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                    sea_orm::DbBackend::Postgres,
+                    "SELECT COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS done",
+                    [received.clone().into()],
+                ))
+                .await?
+                .and_then(|r| r.try_get("", "done").ok())
+                .unwrap_or(false);
+            if applied {
+                return Ok(true);
+            }
+            if started.elapsed() > REPLAY_WAIT {
+                return Ok(false);
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// For a read that should be tried once more when its host goes away: see
+    /// [`ThroughFailover`].
+    fn through_failover(&self) -> ThroughFailover {
+        let mut roles = self.cluster.subscribe();
+        roles.borrow_and_update();
+        ThroughFailover {
+            roles,
+            several: self.cluster.hosts.len() > 1,
+            tried: false,
+        }
+    }
+
+    /// Follows the roles of the hosts as they change.
+    pub(crate) fn watch_roles(&self) -> tokio::sync::watch::Receiver<Roles> {
+        self.cluster.subscribe()
+    }
+
+    /// With several PostgreSQL hosts, starts asking every host what it is (see
+    /// `cluster`), until the returned task is stopped; `None` with one database (SQLite's
+    /// file, or one server), which is the primary whatever happens to it.
+    pub(crate) fn start_probing(&self) -> Option<crate::background::Task> {
+        (self.cluster.hosts.len() > 1).then(|| self.cluster.clone().start_probing())
+    }
+
+    /// The database's one pool, for what runs where the schema is made (SQLite's file, or
+    /// the PostgreSQL primary).
+    fn primary_db(&self) -> Result<&DatabaseConnection> {
+        Ok(&self.cluster.primary()?.db)
     }
 
     /// Connects to `url` (`sqlite://…` or `postgres://…`). The pool is made here from the
     /// parsed options, so no connect span ever prints the URL (and its password).
     pub(crate) async fn connect(url: &str, options: &DbOptions) -> Result<Self> {
         use sea_orm::sqlx::ConnectOptions as _;
-        use sea_orm::sqlx::{pool::PoolOptions, postgres, sqlite};
+        use sea_orm::sqlx::{pool::PoolOptions, sqlite};
         let connect_error = |target: String| move |source| StoreError::Connect { target, source };
         if url.starts_with("sqlite:") {
             let opts: sqlite::SqliteConnectOptions = url
@@ -297,42 +444,78 @@ impl Store {
                     Err(e) => return Err(connect_error(target)(e)),
                 }
             };
-            Ok(Self::new(DatabaseConnection::from(pool), Engine::Sqlite))
+            let host = cluster::Host {
+                label: path.display().to_string(),
+                db: DatabaseConnection::from(pool),
+                writable: true,
+            };
+            Ok(Self::new(cluster::Cluster::single(host), Engine::Sqlite))
         } else {
-            let opts: postgres::PgConnectOptions = url
-                .parse()
-                .map_err(connect_error("the PostgreSQL database".into()))?;
-            let target = format!(
-                "PostgreSQL database {:?} at {}:{} as user {:?}",
-                opts.get_database().unwrap_or(opts.get_username()),
-                opts.get_host(),
-                opts.get_port(),
-                opts.get_username()
-            );
+            Self::connect_postgres(url, options).await
+        }
+    }
+
+    /// PostgreSQL: one pool per host of `url` (and of `options.read_url`). With one host,
+    /// it is the database, as a single server always is; with several, they are probed
+    /// until one is found writable, within the connect timeout.
+    async fn connect_postgres(url: &str, options: &DbOptions) -> Result<Self> {
+        use sea_orm::sqlx::ConnectOptions as _;
+        use sea_orm::sqlx::{pool::PoolOptions, postgres};
+        let config = |what: &str, why: String| StoreError::Connect {
+            target: what.to_owned(),
+            source: sea_orm::sqlx::Error::Configuration(why.into()),
+        };
+        let listed = hosts::split(url).map_err(|e| config("the PostgreSQL database", e))?;
+        let read = match &options.read_url {
+            Some(r) => hosts::split(r).map_err(|e| config("--database-read-url", e))?,
+            None => Vec::new(),
+        };
+        let writable = listed.len();
+        let mut hosts = Vec::new();
+        for (i, h) in listed.into_iter().chain(read).enumerate() {
+            let opts: postgres::PgConnectOptions =
+                h.url().parse().map_err(|source| StoreError::Connect {
+                    target: format!("PostgreSQL host {}", h.label),
+                    source,
+                })?;
             let opts = opts.disable_statement_logging();
-            // One connection first, to report what went wrong (the pool would only say it
-            // timed out).
-            let first = tokio::time::timeout(options.connect_timeout, opts.connect()).await;
-            match first {
-                Ok(Ok(conn)) => {
-                    let _ = sea_orm::sqlx::Connection::close(conn).await;
-                }
-                Ok(Err(source)) => return Err(StoreError::Connect { target, source }),
-                Err(_) => {
-                    return Err(StoreError::Connect {
-                        target,
-                        source: sea_orm::sqlx::Error::PoolTimedOut,
-                    });
-                }
+            if i == 0 && writable == 1 && options.read_url.is_none() {
+                // One server: one connection first, to report what went wrong (the pool
+                // would only say it timed out).
+                check_first_connection(&opts, options.connect_timeout).await?;
             }
             let pool = PoolOptions::<sea_orm::sqlx::Postgres>::new()
                 .max_connections(options.max_connections)
                 .acquire_timeout(options.connect_timeout)
-                .connect_with(opts)
-                .await
-                .map_err(connect_error(target))?;
-            Ok(Self::new(DatabaseConnection::from(pool), Engine::Postgres))
+                .connect_lazy_with(opts);
+            hosts.push(cluster::Host {
+                label: h.label,
+                db: DatabaseConnection::from(pool),
+                writable: i < writable,
+            });
         }
+        if hosts.len() == 1 {
+            let host = hosts
+                .pop()
+                .ok_or_else(|| config("the PostgreSQL database", "no host".into()))?;
+            return Ok(Self::new(cluster::Cluster::single(host), Engine::Postgres));
+        }
+        let labels: Vec<String> = hosts.iter().map(|h| h.label.clone()).collect();
+        let cluster = cluster::Cluster::new(hosts, Roles::default());
+        let started = std::time::Instant::now();
+        while cluster.probe().await.primary.is_none() {
+            if started.elapsed() > options.connect_timeout {
+                return Err(config(
+                    &format!("PostgreSQL hosts {}", labels.join(", ")),
+                    format!(
+                        "none of them answered as a writable primary (not in recovery) within {}",
+                        humantime::format_duration(options.connect_timeout)
+                    ),
+                ));
+            }
+            tokio::time::sleep(cluster::PROBE_EVERY).await;
+        }
+        Ok(Self::new(cluster, Engine::Postgres))
     }
 
     /// Brings the schema up to date. Processes that start together on one database (replicas,
@@ -383,7 +566,7 @@ impl Store {
                     sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                     ..TransactionOptions::default()
                 };
-                match self.db.begin_with_options(immediate).await {
+                match self.primary_db()?.begin_with_options(immediate).await {
                     Ok(txn) => return Ok(txn),
                     Err(e) if is_busy(&e) => wait("another process is writing the database"),
                     Err(e) => return Err(e.into()),
@@ -391,7 +574,7 @@ impl Store {
             },
             // POSTGRESQL ONLY: a transaction-level advisory lock on a key of jeton's own.
             Engine::Postgres => {
-                let txn = self.db.begin().await?;
+                let txn = self.primary_db()?.begin().await?;
                 let lock = |function: &str| {
                     Statement::from_sql_and_values(
                         sea_orm::DbBackend::Postgres,
@@ -419,11 +602,14 @@ impl Store {
         struct Row {
             version: String,
         }
+        // The host reads go to: a replica that can answer validations is ready, whether or
+        // not a primary takes writes now (`roles` says that).
+        let conn = self.read()?;
         let row = Row::find_by_statement(Statement::from_string(
-            self.db.get_database_backend(),
+            conn.get_database_backend(),
             "SELECT version FROM seaql_migrations ORDER BY version DESC LIMIT 1",
         ))
-        .one(&*self.conn())
+        .one(&*conn)
         .await?;
         match row {
             Some(r) if r.version == current_schema() => Ok(()),
@@ -437,17 +623,23 @@ impl Store {
 
     /// The pool now: connections in use, connections idle, and operations waiting for a
     /// connection (those in progress beyond the connections in use).
+    /// The pools of every host are counted together.
     pub(crate) fn pool(&self) -> (u32, u32, u32) {
-        let (size, idle) = match &self.engine {
-            Engine::Sqlite => {
-                let p = self.db.get_sqlite_connection_pool();
-                (p.size(), p.num_idle())
-            }
-            Engine::Postgres => {
-                let p = self.db.get_postgres_connection_pool();
-                (p.size(), p.num_idle())
-            }
-        };
+        let (size, idle) = self
+            .cluster
+            .hosts
+            .iter()
+            .map(|h| match &self.engine {
+                Engine::Sqlite => {
+                    let p = h.db.get_sqlite_connection_pool();
+                    (p.size(), p.num_idle())
+                }
+                Engine::Postgres => {
+                    let p = h.db.get_postgres_connection_pool();
+                    (p.size(), p.num_idle())
+                }
+            })
+            .fold((0u32, 0usize), |(s, i), (ps, pi)| (s + ps, i + pi));
         let idle = u32::try_from(idle).unwrap_or(u32::MAX).min(size);
         let in_use = size - idle;
         let operations = self.in_flight.load(std::sync::atomic::Ordering::Relaxed);
@@ -458,7 +650,7 @@ impl Store {
     /// database file, so that the file alone is a complete copy.
     pub(crate) async fn close(&self) -> Result<()> {
         if matches!(self.engine, Engine::Sqlite) {
-            self.db
+            self.primary_db()?
                 .execute_unprepared("PRAGMA wal_checkpoint(TRUNCATE)")
                 .await?;
         }
@@ -471,7 +663,7 @@ impl Store {
         match &self.engine {
             Engine::Sqlite => {
                 let target = to.to_string_lossy().replace('\'', "\'\'");
-                self.db
+                self.primary_db()?
                     .execute_unprepared(&format!("VACUUM INTO '{target}'"))
                     .await?;
                 Ok(Some(()))
@@ -483,17 +675,69 @@ impl Store {
     /// Whether no tenant exists yet (a database that needs `jeton bootstrap`).
     pub(crate) async fn is_empty(&self) -> Result<bool> {
         use sea_orm::PaginatorTrait;
-        Ok(entity::tenant::Entity::find().count(&*self.conn()).await? == 0)
+        Ok(entity::tenant::Entity::find().count(&*self.conn()?).await? == 0)
     }
 
     /// Starts a write.
     async fn write(&self) -> Result<Write<'_>> {
-        let conn = self.conn();
+        let conn = self.conn()?;
         Ok(Write {
             txn: conn.begin().await?,
             changes: Vec::new(),
             _conn: conn,
         })
+    }
+}
+
+/// A read under way when its host goes away (the primary dies) is tried once more on the
+/// host that takes its place, once the probes have found it (within [`FAILOVER_WAIT`]),
+/// instead of failing: `Validate` goes on through a failover. A read still waiting on a
+/// host when the probes move reads elsewhere is given up and tried on the new host at once
+/// (a pool keeps retrying a dead server until its acquire timeout).
+struct ThroughFailover {
+    roles: tokio::sync::watch::Receiver<Roles>,
+    several: bool,
+    tried: bool,
+}
+
+impl ThroughFailover {
+    /// Runs `read`, unless the host reads go to changes first (then `None`).
+    async fn race<T>(
+        &mut self,
+        read: impl std::future::Future<Output = std::result::Result<T, DbErr>>,
+    ) -> Option<std::result::Result<T, DbErr>> {
+        if !self.several || self.tried {
+            return Some(read.await);
+        }
+        let from = self.roles.borrow_and_update().complete;
+        tokio::pin!(read);
+        loop {
+            tokio::select! {
+                r = &mut read => return Some(r),
+                changed = self.roles.changed() => {
+                    if changed.is_err() {
+                        return Some(read.await);
+                    }
+                    if self.roles.borrow_and_update().complete != from {
+                        self.tried = true;
+                        return None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether to try again after `error`: the first time a read finds its host away, once
+    /// the hosts' roles have changed.
+    async fn again(&mut self, error: &StoreError) -> bool {
+        if self.tried || !self.several || !error.is_unavailable() {
+            return false;
+        }
+        self.tried = true;
+        matches!(
+            tokio::time::timeout(FAILOVER_WAIT, self.roles.changed()).await,
+            Ok(Ok(()))
+        )
     }
 }
 
@@ -552,6 +796,7 @@ impl Store {
             max_connections: 2,
             connect_timeout: std::time::Duration::from_secs(5),
             create: true,
+            read_url: None,
         };
         let store = Store::connect(&url, &options).await.unwrap();
         store.migrate().await.unwrap();

@@ -2,7 +2,7 @@
 
 use super::codec::{Code, micros, opt_time, parsed};
 use super::entity::principal;
-use super::{Changed, Result, Store, Written, fetch_page};
+use super::{Changed, Result, Store, StoreError, Written, fetch_page};
 use crate::domain::{
     Assignment, AuditEvent, DisplayName, Justification, Page, Principal, PrincipalId, Role,
     TenantId,
@@ -73,9 +73,25 @@ impl Store {
         tenant: &TenantId,
         id: &PrincipalId,
     ) -> Result<Option<Principal>> {
-        let row = principal::Entity::find_by_id(key(tenant, id))
-            .one(&*self.conn())
-            .await?;
+        let mut failover = self.through_failover();
+        let row = loop {
+            let conn = self.read()?;
+            let Some(read) = failover
+                .race(principal::Entity::find_by_id(key(tenant, id)).one(&*conn))
+                .await
+            else {
+                continue;
+            };
+            match read {
+                Ok(row) => break row,
+                Err(e) => {
+                    let e = StoreError::from(e);
+                    if !failover.again(&e).await {
+                        return Err(e);
+                    }
+                }
+            }
+        };
         row.map(principal_from_row).transpose()
     }
 
@@ -92,7 +108,7 @@ impl Store {
             q = q.filter(C::Id.gt(after.as_str()));
         }
         fetch_page(
-            &*self.conn(),
+            &*self.read()?,
             q.order_by_asc(C::Id),
             limit,
             principal_from_row,
@@ -168,7 +184,7 @@ impl Store {
         principal::Entity::find()
             .filter(C::ActivationEnd.lte(micros(now)))
             .limit(limit)
-            .all(&*self.conn())
+            .all(&*self.read()?)
             .await?
             .into_iter()
             .map(principal_from_row)

@@ -2,7 +2,7 @@
 
 use super::codec::{Code, micros, opt_time, parsed, time};
 use super::entity::token;
-use super::{Changed, Result, Store, Written, fetch_page};
+use super::{Changed, Result, Store, StoreError, Written, fetch_page};
 use crate::domain::{
     AuditEvent, LiveAt, Namespace, Networks, Page, PrincipalId, ScopeSet, Subject, TenantId, Token,
     TokenId, TokenName, TokenStatus, Visible,
@@ -244,7 +244,7 @@ impl Store {
             .filter(live(alive))
             .filter(unused_since(Expr::col(C::LastUsedAt), cutoff))
             .limit(limit)
-            .all(&*self.conn())
+            .all(&*self.read()?)
             .await?
             .into_iter()
             .map(token_from_row)
@@ -253,9 +253,25 @@ impl Store {
 
     /// A token and its secret hash, by id: the validation lookup.
     pub(crate) async fn token_with_hash(&self, id: &TokenId) -> Result<Option<(Token, String)>> {
-        let row = token::Entity::find_by_id(id.as_str())
-            .one(&*self.conn())
-            .await?;
+        let mut failover = self.through_failover();
+        let row = loop {
+            let conn = self.read()?;
+            let Some(read) = failover
+                .race(token::Entity::find_by_id(id.as_str()).one(&*conn))
+                .await
+            else {
+                continue;
+            };
+            match read {
+                Ok(row) => break row,
+                Err(e) => {
+                    let e = StoreError::from(e);
+                    if !failover.again(&e).await {
+                        return Err(e);
+                    }
+                }
+            }
+        };
         row.map(|r| {
             let hash = r.secret_hash.clone();
             Ok((token_from_row(r)?, hash))
@@ -283,14 +299,14 @@ impl Store {
             .filter(C::Namespace.eq(namespace.code()))
             .filter(C::Subject.eq(subject.as_str()))
             .filter(live(alive))
-            .count(&*self.conn())
+            .count(&*self.read()?)
             .await?;
         Ok(n)
     }
 
     /// One page of live tokens, newest first.
     pub(crate) async fn list_tokens(&self, q: &TokenQuery<'_>) -> Result<Page<Token>> {
-        fetch_page(&*self.conn(), list_select(q), q.limit, token_from_row).await
+        fetch_page(&*self.read()?, list_select(q), q.limit, token_from_row).await
     }
 
     /// Writes last-use times: one statement per distinct time and 500 tokens,
@@ -315,7 +331,7 @@ impl Store {
                             .add(C::LastUsedAt.is_null())
                             .add(C::LastUsedAt.lt(at)),
                     )
-                    .exec(&*self.conn())
+                    .exec(&*self.conn()?)
                     .await?;
                 written += res.rows_affected;
             }
@@ -385,6 +401,7 @@ mod tests {
             let st = list_select(q).build(DbBackend::Sqlite);
             let plan = store
                 .conn()
+                .unwrap()
                 .query_all_raw(Statement::from_sql_and_values(
                     DbBackend::Sqlite,
                     format!("EXPLAIN QUERY PLAN {}", st.sql),

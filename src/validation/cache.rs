@@ -32,6 +32,9 @@ pub(crate) struct CacheSettings {
     pub(crate) poll_interval: Duration,
     /// Entries are not used when the change log was last read longer ago than this.
     pub(crate) stale_after: Duration,
+    /// `--stale-if-error`: while no database host answers at all, entries are still used
+    /// until the last read of the change log is this old (zero: never).
+    pub(crate) stale_if_error: Duration,
 }
 
 /// How long an id that failed a verification stays suspect.
@@ -144,6 +147,11 @@ pub(super) struct ValidationCache {
     /// `ticker` ms of the last successful read of the change log.
     fresh_at_ms: AtomicU64,
     stale_after_ms: u64,
+    stale_if_error_ms: u64,
+    /// Whether the follower found no database host answering at its last read.
+    cut_off: std::sync::atomic::AtomicBool,
+    /// When an answer past the trust window was last logged (at most one line a second).
+    stale_logged_ms: AtomicU64,
     ttl_ms: u64,
     negative_ttl_ms: u64,
 }
@@ -179,6 +187,9 @@ impl ValidationCache {
             // used `stale_after` after it was made.
             fresh_at_ms,
             stale_after_ms: s.stale_after.as_millis() as u64,
+            stale_if_error_ms: s.stale_if_error.as_millis() as u64,
+            cut_off: std::sync::atomic::AtomicBool::new(false),
+            stale_logged_ms: AtomicU64::new(0),
             ttl_ms: (s.ttl.as_millis() as u64).max(1),
             negative_ttl_ms: s.negative_ttl.as_millis() as u64,
         }
@@ -189,9 +200,42 @@ impl ValidationCache {
         self.ticker.ms()
     }
 
-    /// Whether the change log was read recently enough for entries to be used.
-    fn is_fresh(&self, now: u64) -> bool {
-        now.saturating_sub(self.fresh_at_ms.load(Ordering::Relaxed)) <= self.stale_after_ms
+    /// Whether the change log was read recently enough for entries to be used — or, past
+    /// that, whether `--stale-if-error` lets them be used because no database host answers
+    /// at all. `answer`: this lookup is the answer to a call (counted and logged when stale).
+    fn is_fresh(&self, now: u64, answer: bool) -> bool {
+        let age = now.saturating_sub(self.fresh_at_ms.load(Ordering::Relaxed));
+        age <= self.stale_after_ms || self.stale_allowed(now, age, answer)
+    }
+
+    #[cold]
+    fn stale_allowed(&self, now: u64, age: u64, answer: bool) -> bool {
+        if age > self.stale_if_error_ms || !self.cut_off.load(Ordering::Relaxed) {
+            return false;
+        }
+        if answer {
+            if let Some(m) = crate::metrics::get() {
+                m.stale_answers.increment(1);
+            }
+            let logged = self.stale_logged_ms.load(Ordering::Relaxed);
+            if now.saturating_sub(logged) >= 1000
+                && self
+                    .stale_logged_ms
+                    .compare_exchange(logged, now, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok()
+            {
+                tracing::warn!(
+                    last_read_ms_ago = age,
+                    "no database host answers: answering from the cache (--stale-if-error)"
+                );
+            }
+        }
+        true
+    }
+
+    /// Whether the follower's last read found no database host answering at all.
+    pub(super) fn cut_off(&self, cut: bool) {
+        self.cut_off.store(cut, Ordering::Relaxed);
     }
 
     /// The moment a read of the change log begins, on the cache's clock.
@@ -245,7 +289,7 @@ impl ValidationCache {
 
     pub(super) fn token(&self, id: &TokenId) -> Lookup {
         let now = self.now_ms();
-        if !self.is_fresh(now) {
+        if !self.is_fresh(now, true) {
             return Lookup::Miss;
         }
         let k = key(id);
@@ -300,7 +344,7 @@ impl ValidationCache {
     /// `Some(None)`: known to have no such principal.
     pub(super) fn principal(&self, tenant: &TenantId, id: &str) -> Option<Option<Arc<Principal>>> {
         let now = self.now_ms();
-        if !self.is_fresh(now) {
+        if !self.is_fresh(now, false) {
             return None;
         }
         self.principals
@@ -351,16 +395,6 @@ impl ValidationCache {
             self.principals.len() as u64,
         )
     }
-
-    /// Forgets everything (used when the change log could not be followed).
-    pub(super) fn clear(&self) {
-        for e in &self.epochs {
-            e.fetch_add(1, Ordering::SeqCst);
-        }
-        self.tokens.clear();
-        self.absent.clear();
-        self.principals.clear();
-    }
 }
 
 #[cfg(test)]
@@ -374,6 +408,7 @@ impl CacheSettings {
             negative_ttl: Duration::from_secs(5),
             poll_interval: Duration::from_millis(100),
             stale_after: Duration::from_secs(1),
+            stale_if_error: Duration::ZERO,
         }
     }
 }
@@ -472,11 +507,37 @@ mod tests {
             matches!(c.token(&b), Lookup::Miss),
             "removed after the insert"
         );
+    }
 
-        // Losing the change log forgets everything and keeps out every load under way.
-        let ea = c.token_epoch(&a);
-        c.clear();
-        c.remember_absent(ea, &a);
-        assert!(matches!(c.token(&a), Lookup::Miss));
+    /// `--stale-if-error`: past the trust window, entries are used only while the follower
+    /// finds no database host at all, and only until the last complete read is that old;
+    /// with the default (zero), never.
+    #[test]
+    fn stale_if_error_serves_only_while_cut_off_and_within_its_bound() {
+        let ticker = Ticker::manual();
+        let settings = CacheSettings {
+            stale_if_error: Duration::from_secs(30),
+            ..CacheSettings::for_tests()
+        };
+        let c = ValidationCache::new(&settings, ticker.clone());
+        let a = id('a');
+        c.remember_absent(c.token_epoch(&a), &a);
+        ticker.advance(Duration::from_secs(2));
+        assert!(
+            matches!(c.token(&a), Lookup::Miss),
+            "reachable: fail closed"
+        );
+        c.cut_off(true);
+        assert!(
+            matches!(c.token(&a), Lookup::Absent),
+            "cut off: from memory"
+        );
+        ticker.advance(Duration::from_millis(28_001));
+        assert!(matches!(c.token(&a), Lookup::Miss), "not past the bound");
+        let closed = ValidationCache::new(&CacheSettings::for_tests(), ticker.clone());
+        closed.remember_absent(closed.token_epoch(&a), &a);
+        ticker.advance(Duration::from_secs(2));
+        closed.cut_off(true);
+        assert!(matches!(closed.token(&a), Lookup::Miss), "0s: never");
     }
 }

@@ -11,8 +11,18 @@
 //! was still open when it started is applied when it commits; a burst of new changes never
 //! hides a late commit, because the holes are read on their own.
 //!
-//! When the log cannot be read, the cache is emptied and, after `stale_after`, not used at
-//! all: a replica cut off from the log must not keep answering from memory.
+//! When the log cannot be read, the cache is not used once `stale_after` has passed since
+//! the last read that caught up: a replica cut off from the log must not keep answering from
+//! memory (but see `--stale-if-error`, when no database host answers at all). Its entries
+//! are kept, and so is the follower's position: the read that succeeds again takes in every
+//! change made meanwhile before the cache is trusted again.
+//!
+//! The log is read on whichever host holds every acknowledged change (the primary, or
+//! during a failover a synchronous standby). When that host changes, the position is taken
+//! again on the new one ([`Watermark::reanchored`]): change numbers handed out by a primary
+//! that died before its standby had them may be handed out again by the standby promoted
+//! in its place, so the follower's highest number becomes the new host's, and everything
+//! between what it had seen and that is read again.
 
 use super::cache::ValidationCache;
 use crate::background::Task;
@@ -53,6 +63,23 @@ impl Watermark {
         let first = (last - START_LOOKBACK + 1).max(1);
         if first <= last {
             holes.insert(first, (last, now));
+        }
+        Self { high: last, holes }
+    }
+
+    /// The same position on another host whose newest number is `last`: numbers above
+    /// `last` are new there whatever was seen on the old host (they may be handed out again),
+    /// and the numbers between the old highest and `last`, with the old holes at or below
+    /// `last`, are read there.
+    fn reanchored(mut self, last: i64, now: Instant) -> Self {
+        let mut holes = BTreeMap::new();
+        for (start, (end, since)) in std::mem::take(&mut self.holes) {
+            if start <= last {
+                holes.insert(start, (end.min(last), since));
+            }
+        }
+        if last > self.high {
+            holes.insert(self.high + 1, (last, now));
         }
         Self { high: last, holes }
     }
@@ -114,6 +141,7 @@ pub(super) fn start(store: Store, cache: Arc<ValidationCache>, every: Duration) 
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut follower = Follower {
+            epoch: store.roles().epoch,
             store,
             cache,
             mark: None,
@@ -135,6 +163,8 @@ struct Follower {
     cache: Arc<ValidationCache>,
     /// `None` until the newest change number has been read once.
     mark: Option<Watermark>,
+    /// The store's host epoch the position was taken on.
+    epoch: u64,
     failing: bool,
     last_prune: Instant,
 }
@@ -174,28 +204,60 @@ impl Follower {
         Ok(complete)
     }
 
+    /// Takes the position again on the host reads now go to, and reads from there.
+    async fn reanchor(
+        &mut self,
+        mark: Watermark,
+    ) -> Result<(Watermark, bool), crate::store::StoreError> {
+        let last = match self.store.last_change().await {
+            Ok(last) => last,
+            Err(e) => {
+                self.mark = Some(mark);
+                return Err(e);
+            }
+        };
+        let mut moved = mark.reanchored(last, Instant::now());
+        tracing::info!(last, "following the change log on another host");
+        let complete = self.follow(&mut moved).await;
+        match complete {
+            Ok(c) => Ok((moved, c)),
+            Err(e) => {
+                self.mark = Some(moved);
+                Err(e)
+            }
+        }
+    }
+
     async fn poll(&mut self) {
         let began = self.cache.read_begins();
-        // The first read only finds where the log stands: changes still open below it are
-        // taken in by the next, so it renews no trust.
+        let epoch = self.store.roles().epoch;
+        // On a synchronous standby, what was acknowledged before `began` is flushed there but
+        // maybe not applied yet: a read that cannot see it renews no trust.
+        let settled = self.store.settle_reads().await.unwrap_or(false);
         let read = match self.mark.take() {
+            // The first read only finds where the log stands: changes still open below it
+            // are taken in by the next, so it renews no trust.
             None => self
                 .store
                 .last_change()
                 .await
                 .map(|seq| (Watermark::starting_at(seq, Instant::now()), false)),
-            Some(mut mark) => self
-                .follow(&mut mark)
-                .await
-                .map(|complete| (mark, complete)),
+            Some(mark) if epoch != self.epoch => self.reanchor(mark).await,
+            Some(mut mark) => match self.follow(&mut mark).await {
+                Ok(complete) => Ok((mark, complete)),
+                Err(e) => {
+                    // A failed read applied nothing: the position is kept for the next.
+                    self.mark = Some(mark);
+                    Err(e)
+                }
+            },
         };
-        let read = read.map(|(mark, complete)| {
-            self.mark = Some(mark);
-            complete
-        });
         match read {
-            Ok(complete) => {
-                if complete {
+            Ok((mark, complete)) => {
+                self.mark = Some(mark);
+                self.epoch = epoch;
+                self.cache.cut_off(false);
+                if complete && settled {
                     self.cache.mark_fresh(began);
                 }
                 if self.failing {
@@ -208,7 +270,7 @@ impl Follower {
                     tracing::warn!(error = %e, "cannot read the change log; cached answers are not used until it can");
                     self.failing = true;
                 }
-                self.cache.clear();
+                self.cache.cut_off(!self.store.reachable_after(&e));
             }
         }
         if self.last_prune.elapsed() > PRUNE_EVERY {
@@ -233,6 +295,35 @@ mod tests {
     /// Answers from memory are trusted again only after a read that took in every change
     /// committed before it began: not the first read, which only finds where the log
     /// stands, nor one whose query filled its batch (more changes wait behind it).
+    /// On another host, numbers above that host's newest are new (a promoted standby may
+    /// hand out again numbers its dead primary had handed out), and everything between the
+    /// old position and the new host's newest is read there.
+    #[test]
+    fn a_position_taken_again_on_another_host() {
+        let now = Instant::now();
+        let mut m = Watermark::starting_at(100, now);
+        m.holes.clear();
+        assert!(m.admit(103, now), "101 and 102 become a hole");
+        // The new host has up to 110: the hole stays, 104..=110 are to be read.
+        let moved = Watermark {
+            high: m.high,
+            holes: m.holes.clone(),
+        }
+        .reanchored(110, now);
+        assert_eq!(moved.high, 110);
+        assert_eq!(moved.oldest_holes(), [(101, 102), (104, 110)]);
+        // The new host is behind what was seen (102 and 103 died with the old primary): it
+        // hands out 102 and 103 again, and the follower takes them as new.
+        let mut behind = Watermark {
+            high: 103,
+            holes: BTreeMap::from([(101, (102, now))]),
+        }
+        .reanchored(101, now);
+        assert_eq!(behind.high, 101);
+        assert_eq!(behind.oldest_holes(), [(101, 101)]);
+        assert!(behind.admit(102, now) && behind.admit(103, now));
+    }
+
     #[tokio::test]
     async fn only_a_read_that_caught_up_renews_trust() {
         let dir = tempfile::tempdir().unwrap();
@@ -249,6 +340,7 @@ mod tests {
             matches!(cache.token(&probe), Lookup::Absent)
         };
         let mut follower = Follower {
+            epoch: store.roles().epoch,
             store,
             cache: cache.clone(),
             mark: None,

@@ -265,6 +265,7 @@ mod tests {
             max_connections: 4,
             connect_timeout: Duration::from_secs(5),
             create: true,
+            read_url: None,
         };
         let store = Store::connect(url, &options).await.unwrap();
         store.migrate().await.unwrap();

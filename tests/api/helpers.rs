@@ -217,6 +217,25 @@ impl TestApp {
                 (db.url().to_owned(), Some(db))
             }
         };
+        Self::spawn_at(dir, db_url, pg_database, transport, tweak).await
+    }
+
+    /// A server on the database at `db_url` (made by the test: a PostgreSQL pair, say).
+    pub async fn spawn_on_url(
+        db_url: String,
+        transport: Transport,
+        tweak: impl FnOnce(&mut ServeConfig),
+    ) -> Self {
+        Self::spawn_at(tempfile::tempdir().unwrap(), db_url, None, transport, tweak).await
+    }
+
+    async fn spawn_at(
+        dir: TempDir,
+        db_url: String,
+        pg_database: Option<PgDatabase>,
+        transport: Transport,
+        tweak: impl FnOnce(&mut ServeConfig),
+    ) -> Self {
         let clock = Arc::new(ManualClock::new(
             Utc.with_ymd_and_hms(2026, 1, 5, 9, 0, 0).unwrap(),
         ));

@@ -8,6 +8,7 @@ mod crash;
 mod credentials;
 mod deploy;
 mod directory;
+mod failover;
 mod frontdoor;
 mod helpers;
 mod leaks;

@@ -672,3 +672,64 @@ async fn a_burst_of_changes_behind_an_open_hole_does_not_delay_a_revocation_on_p
     open.rollback().await.unwrap();
     db.close().await.unwrap();
 }
+
+/// docs/contract.md, "Through a database failover": with `--stale-if-error 3s`, a replica
+/// that reaches no database host at all keeps answering `Validate` from its cache — past
+/// the one-second trust window — for at most three seconds after its last complete read of
+/// the change log, and then stops; the replica beside it with the default (`0s`) stops at
+/// one second.
+#[tokio::test]
+async fn stale_if_error_answers_from_memory_only_until_its_bound_on_postgres() {
+    let proxy = Proxy::start().await;
+    let a = TestApp::spawn_on(DbEngine::Postgres, Transport::Tls, |_| {}).await;
+    let bound = Duration::from_secs(3);
+    let b = a
+        .replica_with(Transport::Tls, |s| {
+            proxy.route(s);
+            s.db.connect_timeout = Duration::from_millis(500);
+            s.stale_if_error = bound;
+        })
+        .await;
+    let t = a.mint(&a.admin, "agent").await;
+    let on_b = TokenServiceClient::new(b.channel().await);
+    for _ in 0..3 {
+        assert_eq!(ask(on_b.clone(), &t.secret).await, Answer::Valid);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let lost = Instant::now();
+    proxy.cut();
+    let mut answers = Vec::new();
+    while lost.elapsed() < bound + Duration::from_secs(2) {
+        let sent = lost.elapsed();
+        answers.push((sent, ask(on_b.clone(), &t.secret).await));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let valid_at: Vec<Duration> = answers
+        .iter()
+        .filter(|(_, a)| *a == Answer::Valid)
+        .map(|(at, _)| *at)
+        .collect();
+    eprintln!(
+        "valid answers from memory until {:?} after the loss",
+        valid_at.last()
+    );
+    // Past the trust window, from memory…
+    assert!(
+        valid_at.iter().any(|at| *at > Duration::from_millis(1500)),
+        "--stale-if-error did not answer past the trust window: {answers:?}"
+    );
+    // …and never past the bound (counted from the last complete read, which precedes the
+    // loss; a poll and a little travel of margin).
+    let limit = bound + Duration::from_millis(300);
+    for at in &valid_at {
+        assert!(*at < limit, "answered from memory {at:?} after the loss");
+    }
+    let after: Vec<_> = answers.iter().filter(|(at, _)| *at >= limit).collect();
+    assert!(!after.is_empty());
+    for (_, answer) in after {
+        assert!(
+            matches!(answer, Answer::Error(Code::Unavailable)),
+            "{answer:?}"
+        );
+    }
+}
