@@ -95,6 +95,8 @@ pub(crate) struct Handles {
     pub(crate) change_log_last_poll: Gauge,
     pub(crate) last_use_flush_seconds: Histogram,
     pub(crate) stale_answers: Counter,
+    /// By [`crate::store::ReadWent`].
+    pub(crate) read_host: [Counter; 3],
 }
 
 static HANDLES: OnceLock<Handles> = OnceLock::new();
@@ -197,6 +199,10 @@ fn register() -> Handles {
         "jeton_stale_answers_total",
         "validations answered from the cache past its trust window because no database host answered (--stale-if-error)"
     );
+    metrics::describe_counter!(
+        "jeton_database_reads_total",
+        "reads meant for the --database-read-url host, by where they went (it, or the primary because it was behind or away)"
+    );
     gauge!("jeton_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Handles {
         rpc: METHODS
@@ -233,6 +239,8 @@ fn register() -> Handles {
         change_log_last_poll: gauge!("jeton_change_log_last_poll_timestamp_seconds"),
         last_use_flush_seconds: histogram!("jeton_last_use_flush_duration_seconds"),
         stale_answers: counter!("jeton_stale_answers_total"),
+        read_host: crate::store::ReadWent::LABELS
+            .map(|h| counter!("jeton_database_reads_total", "host" => h)),
     }
 }
 

@@ -115,7 +115,9 @@ pub struct ServeConfig {
     #[command(flatten)]
     pub hash: HashConfig,
     /// More PostgreSQL hosts, in the form of --database-url, that jeton may read from (the
-    /// change log, a token's row at its first validation) but never writes to: standbys
+    /// change log, first validations, List, the directory, the audit trail, once the standby
+    /// has applied what the primary had written when the read began) but never writes to:
+    /// standbys
     #[arg(long = "database-read-url", env = "JETON_DATABASE_READ_URL", value_name = "URL",
           hide_env_values = true, value_parser = parse::postgres_url)]
     pub database_read_url: Option<DatabaseUrl>,

@@ -45,7 +45,7 @@ impl Store {
         if let Some(b) = before {
             q = q.filter(C::Seq.lt(b));
         }
-        fetch_page(&*self.read()?, q.order_by_desc(C::Seq), limit, |r| {
+        fetch_page(&*self.read().await?, q.order_by_desc(C::Seq), limit, |r| {
             Ok(AuditEvent {
                 seq: r.seq,
                 tenant: parsed(TenantId::parse(&r.tenant_id), "tenant id")?,

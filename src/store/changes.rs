@@ -64,7 +64,7 @@ impl Store {
             .filter(change::Column::Seq.gt(floor))
             .order_by_asc(change::Column::Seq)
             .limit(limit)
-            .all(&*self.read()?)
+            .all(&*self.read().await?)
             .await?;
         Ok(rows.into_iter().map(change_row).collect())
     }
@@ -84,7 +84,7 @@ impl Store {
             .filter(any)
             .order_by_asc(change::Column::Seq)
             .limit(limit)
-            .all(&*self.read()?)
+            .all(&*self.read().await?)
             .await?;
         Ok(rows.into_iter().map(change_row).collect())
     }
@@ -93,7 +93,7 @@ impl Store {
     pub(crate) async fn last_change(&self) -> Result<i64> {
         let row = change::Entity::find()
             .order_by_desc(change::Column::Seq)
-            .one(&*self.read()?)
+            .one(&*self.read().await?)
             .await?;
         Ok(row.map_or(0, |r| r.seq))
     }

@@ -20,6 +20,11 @@
 //! A standby is known by the `application_name` it streams under, read from its own
 //! `pg_stat_wal_receiver` while it streams (which needs jeton's database user to be a
 //! superuser or a member of `pg_read_all_stats`, as `pg_monitor` is) and remembered after.
+//! - **A read host** is a host of `--database-read-url` that streams, as a standby, on the
+//!   primary's timeline. While there is a primary and a read host, reads go to the read host
+//!   once it has applied everything the primary had written when the read began (see
+//!   `Store::read`); so they see what a read on the primary would have seen.
+//!
 //! What this cannot see: a primary that changed its synchronous standby in the last probe
 //! interval before it died (the new one would hold commits the old one lacks); and
 //! asynchronous replication, where no standby is complete — a replica then serves only what
@@ -60,6 +65,9 @@ pub(crate) struct Roles {
     pub(crate) epoch: u64,
     /// Whether any host answered the last probe.
     pub(crate) reachable: bool,
+    /// A host of `--database-read-url` that streams from the primary now: where reads go
+    /// when it has applied what they must see.
+    pub(crate) reader: Option<usize>,
 }
 
 /// What one probe of one host found.
@@ -76,6 +84,8 @@ enum Seen {
         caught_up: bool,
         /// The application name it streams under, when it streams now.
         name: Option<String>,
+        /// The timeline it streams on, when it streams now.
+        timeline: Option<i64>,
     },
 }
 
@@ -87,6 +97,8 @@ pub(super) struct Cluster {
     names: Mutex<Vec<Option<String>>>,
     /// The last primary's synchronous standbys, as it last reported them.
     synchronous: Mutex<Vec<String>>,
+    /// Until when reads leave the read host alone, after it was found behind or away.
+    reader_rests_until: Mutex<Option<std::time::Instant>>,
 }
 
 impl Cluster {
@@ -100,6 +112,7 @@ impl Cluster {
                 complete: Some(0),
                 epoch: 0,
                 reachable: true,
+                reader: None,
             },
         )
     }
@@ -111,6 +124,7 @@ impl Cluster {
             roles: watch::Sender::new(roles),
             names: Mutex::new(vec![None; n]),
             synchronous: Mutex::default(),
+            reader_rests_until: Mutex::default(),
         }
     }
 
@@ -136,6 +150,27 @@ impl Cluster {
             .complete
             .and_then(|i| self.hosts.get(i))
             .ok_or_else(|| self.failing_over())
+    }
+
+    /// The primary and the read host, while both answer and reads may use the read host.
+    pub(super) fn primary_and_reader(&self) -> Option<(&Host, &Host)> {
+        let roles = self.roles();
+        let reader = self.hosts.get(roles.reader?)?;
+        let primary = self.hosts.get(roles.primary?)?;
+        let resting = self
+            .reader_rests_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| std::time::Instant::now() < until);
+        (!resting).then_some((primary, reader))
+    }
+
+    /// Leaves the read host alone for `rest`: it was found behind or away.
+    pub(super) fn rest_reader(&self, rest: Duration) {
+        *self
+            .reader_rests_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now() + rest);
     }
 
     fn failing_over(&self) -> StoreError {
@@ -198,6 +233,19 @@ impl Cluster {
         });
         drop((names, synchronous));
         let reachable = seen.iter().any(|s| *s != Seen::Away);
+        // A read host streams on the primary's timeline (a standby left behind on an older
+        // one, or following another primary, would hold what the primary does not).
+        let reader = primary.and_then(|p| {
+            let Seen::Primary { timeline, .. } = &seen[p] else {
+                return None;
+            };
+            seen.iter().enumerate().find_map(|(i, s)| match s {
+                Seen::Standby {
+                    timeline: Some(t), ..
+                } if !self.hosts[i].writable && t == timeline => Some(i),
+                _ => None,
+            })
+        });
         let mut now = Roles::default();
         self.roles.send_if_modified(|roles| {
             let epoch = if roles.complete != complete && complete.is_some() {
@@ -210,6 +258,7 @@ impl Cluster {
                 complete,
                 epoch,
                 reachable,
+                reader,
             };
             let changed = *roles != now;
             if changed {
@@ -217,6 +266,7 @@ impl Cluster {
                 tracing::info!(
                     primary = label(primary),
                     complete = label(complete),
+                    reads = label(reader.or(complete)),
                     "database hosts: roles changed"
                 );
                 *roles = now;
@@ -267,6 +317,7 @@ async fn probe(db: &DatabaseConnection) -> std::result::Result<Seen, sea_orm::Db
         return Ok(Seen::Standby {
             caught_up: true,
             name: None,
+            timeline: None,
         });
     }
     if standby {
@@ -274,16 +325,19 @@ async fn probe(db: &DatabaseConnection) -> std::result::Result<Seen, sea_orm::Db
         let row = db
             .query_one_raw(one(
                 "SELECT COALESCE(pg_last_wal_replay_lsn() >= pg_last_wal_receive_lsn(), false) \
-                 AS caught_up, (SELECT conninfo FROM pg_stat_wal_receiver \
-                 WHERE status = 'streaming') AS conninfo",
+                 AS caught_up, r.conninfo, r.received_tli::bigint AS timeline \
+                 FROM (SELECT 1) AS one LEFT JOIN pg_stat_wal_receiver AS r \
+                 ON r.status = 'streaming'",
             ))
             .await?
             .ok_or_else(|| sea_orm::DbErr::Custom("no answer".into()))?;
         let caught_up: bool = row.try_get("", "caught_up")?;
         let conninfo: Option<String> = row.try_get("", "conninfo")?;
+        let timeline: Option<i64> = row.try_get("", "timeline")?;
         return Ok(Seen::Standby {
             caught_up,
             name: conninfo.as_deref().and_then(application_name),
+            timeline,
         });
     }
     let row = db
@@ -378,7 +432,41 @@ mod tests {
         Seen::Standby {
             caught_up,
             name: name.map(str::to_owned),
+            timeline: name.map(|_| 1),
         }
+    }
+
+    fn streaming_on(timeline: i64) -> Seen {
+        Seen::Standby {
+            caught_up: true,
+            name: Some("r".into()),
+            timeline: Some(timeline),
+        }
+    }
+
+    #[test]
+    fn reads_go_to_a_read_host_that_streams_on_the_primarys_timeline() {
+        let c = cluster(&[true, false]);
+        let r = c.decide(&[primary(1, &[]), streaming_on(1)]);
+        assert_eq!((r.primary, r.reader), (Some(0), Some(1)));
+        assert!(c.primary_and_reader().is_some());
+        c.rest_reader(Duration::from_secs(60));
+        assert!(
+            c.primary_and_reader().is_none(),
+            "resting after it was behind"
+        );
+        // On an older timeline (it follows a primary that is gone): not a read host.
+        let c = cluster(&[true, false]);
+        assert_eq!(c.decide(&[primary(2, &[]), streaming_on(1)]).reader, None);
+        // Not streaming, or no primary: none.
+        assert_eq!(
+            c.decide(&[primary(2, &[]), standby(true, None)]).reader,
+            None
+        );
+        assert_eq!(c.decide(&[Seen::Away, streaming_on(2)]).reader, None);
+        // A standby of --database-url is for failing over to, not a read host.
+        let c = cluster(&[true, true]);
+        assert_eq!(c.decide(&[primary(1, &[]), streaming_on(1)]).reader, None);
     }
 
     #[test]

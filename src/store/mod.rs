@@ -241,6 +241,79 @@ fn sqlite_busy(e: &sea_orm::sqlx::Error) -> bool {
 /// How long a read of the change log on a standby waits for it to apply what it received.
 const REPLAY_WAIT: Duration = Duration::from_millis(200);
 
+/// How long a read waits for the read host (`--database-read-url`) to apply what the primary
+/// had written when the read began, before it goes to the primary instead.
+const READER_WAIT: Duration = Duration::from_millis(50);
+
+/// How long reads leave the read host alone after it was found behind or away.
+const READER_REST: Duration = Duration::from_secs(1);
+
+/// Where a read meant for the read host went, for the metric
+/// `jeton_database_reads_total{host}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ReadWent {
+    /// To the read host, caught up.
+    ReadHost,
+    /// To the primary: the read host had not caught up in time.
+    Behind,
+    /// To the primary: the read host did not answer.
+    Away,
+}
+
+impl ReadWent {
+    /// The metric's label values, in the variants' order.
+    pub(crate) const LABELS: [&'static str; 3] = [
+        "read_host",
+        "primary_read_host_behind",
+        "primary_read_host_away",
+    ];
+}
+
+/// Whether `reader`, a standby, applies within `within` everything `primary` had written when
+/// this was called (its WAL insert position: every commit visible there ends before it).
+async fn caught_up_with(
+    primary: &DatabaseConnection,
+    reader: &DatabaseConnection,
+    within: Duration,
+) -> std::result::Result<bool, DbErr> {
+    let position: Option<String> = primary
+        .query_one_raw(sea_orm::Statement::from_string(
+            sea_orm::DbBackend::Postgres,
+            "SELECT pg_current_wal_insert_lsn()::text AS lsn",
+        ))
+        .await?
+        .and_then(|r| r.try_get("", "lsn").ok());
+    match position {
+        Some(position) => replayed(reader, &position, within).await,
+        None => Ok(false),
+    }
+}
+
+/// Whether the standby `db` has applied the write-ahead log up to `position`, waiting at most
+/// `within` for it to.
+async fn replayed(
+    db: &DatabaseConnection,
+    position: &str,
+    within: Duration,
+) -> std::result::Result<bool, DbErr> {
+    let started = std::time::Instant::now();
+    loop {
+        let applied: bool = db
+            .query_one_raw(sea_orm::Statement::from_sql_and_values(
+                sea_orm::DbBackend::Postgres,
+                "SELECT COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS done",
+                [position.into()],
+            ))
+            .await?
+            .and_then(|r| r.try_get("", "done").ok())
+            .unwrap_or(false);
+        if applied || started.elapsed() > within {
+            return Ok(applied);
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 /// How long a read that found its host away waits for the hosts' roles to change (a
 /// standby found complete, or promoted) before it fails: the probes run every 200 ms, and
 /// at once when a query finds a host away.
@@ -306,11 +379,44 @@ impl Store {
         Ok(self.counted(&self.cluster.primary()?.db))
     }
 
-    /// The pool of a host that holds every acknowledged change — the primary, or while there
-    /// is none a synchronous standby — for reads that need no more: the change log, and a
-    /// token's or a principal's row at its first validation.
-    fn read(&self) -> Result<Conn<'_>> {
+    /// The pool of a host that holds every acknowledged change: the primary, or while there
+    /// is none a synchronous standby.
+    fn complete(&self) -> Result<Conn<'_>> {
         Ok(self.counted(&self.cluster.complete()?.db))
+    }
+
+    /// The pool for one read that must see every change acknowledged before it began (the
+    /// change log, a token's or a principal's row at its first validation, `List`): the
+    /// read host (`--database-read-url`) once it has applied everything the primary had
+    /// written when this was called — so a token that `Generate` returned on any replica
+    /// is found there — else the complete host. A read host that has not caught up within
+    /// [`READER_WAIT`], or does not answer, is left alone for [`READER_REST`]. The primary
+    /// still answers one query per read, for its position in the write-ahead log: no table
+    /// is read there.
+    async fn read(&self) -> Result<Conn<'_>> {
+        if let Some((primary, reader)) = self.cluster.primary_and_reader() {
+            let caught_up = tokio::time::timeout(
+                READER_WAIT + Duration::from_millis(200),
+                caught_up_with(&primary.db, &reader.db, READER_WAIT),
+            )
+            .await;
+            let went = if matches!(caught_up, Ok(Ok(true))) {
+                ReadWent::ReadHost
+            } else {
+                self.cluster.rest_reader(READER_REST);
+                match caught_up {
+                    Ok(Ok(_)) => ReadWent::Behind,
+                    _ => ReadWent::Away,
+                }
+            };
+            if let Some(m) = crate::metrics::get() {
+                m.read_host[went as usize].increment(1);
+            }
+            if went == ReadWent::ReadHost {
+                return Ok(self.counted(&reader.db));
+            }
+        }
+        self.complete()
     }
 
     /// Which host does what now.
@@ -339,34 +445,18 @@ impl Store {
         if roles.complete.is_none() || roles.complete == roles.primary {
             return Ok(true);
         }
-        let conn = self.read()?;
-        let stmt = |sql: &str| sea_orm::Statement::from_string(sea_orm::DbBackend::Postgres, sql);
+        let conn = self.complete()?;
         let received: Option<String> = conn
-            .query_one_raw(stmt("SELECT pg_last_wal_receive_lsn()::text AS lsn"))
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Postgres,
+                "SELECT pg_last_wal_receive_lsn()::text AS lsn",
+            ))
             .await?
             .and_then(|r| r.try_get("", "lsn").ok());
         let Some(received) = received else {
             return Ok(false);
         };
-        let started = std::time::Instant::now();
-        loop {
-            let applied: bool = conn
-                .query_one_raw(sea_orm::Statement::from_sql_and_values(
-                    sea_orm::DbBackend::Postgres,
-                    "SELECT COALESCE(pg_last_wal_replay_lsn() >= $1::pg_lsn, false) AS done",
-                    [received.clone().into()],
-                ))
-                .await?
-                .and_then(|r| r.try_get("", "done").ok())
-                .unwrap_or(false);
-            if applied {
-                return Ok(true);
-            }
-            if started.elapsed() > REPLAY_WAIT {
-                return Ok(false);
-            }
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        Ok(replayed(&conn, &received, REPLAY_WAIT).await?)
     }
 
     /// For a read that should be tried once more when its host goes away: see
@@ -604,7 +694,7 @@ impl Store {
         }
         // The host reads go to: a replica that can answer validations is ready, whether or
         // not a primary takes writes now (`roles` says that).
-        let conn = self.read()?;
+        let conn = self.complete()?;
         let row = Row::find_by_statement(Statement::from_string(
             conn.get_database_backend(),
             "SELECT version FROM seaql_migrations ORDER BY version DESC LIMIT 1",

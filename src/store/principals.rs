@@ -75,7 +75,7 @@ impl Store {
     ) -> Result<Option<Principal>> {
         let mut failover = self.through_failover();
         let row = loop {
-            let conn = self.read()?;
+            let conn = self.read().await?;
             let Some(read) = failover
                 .race(principal::Entity::find_by_id(key(tenant, id)).one(&*conn))
                 .await
@@ -108,7 +108,7 @@ impl Store {
             q = q.filter(C::Id.gt(after.as_str()));
         }
         fetch_page(
-            &*self.read()?,
+            &*self.read().await?,
             q.order_by_asc(C::Id),
             limit,
             principal_from_row,
@@ -184,7 +184,7 @@ impl Store {
         principal::Entity::find()
             .filter(C::ActivationEnd.lte(micros(now)))
             .limit(limit)
-            .all(&*self.read()?)
+            .all(&*self.read().await?)
             .await?
             .into_iter()
             .map(principal_from_row)

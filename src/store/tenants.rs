@@ -54,7 +54,7 @@ impl Store {
 
     pub(crate) async fn tenant(&self, id: &TenantId) -> Result<Option<Tenant>> {
         let row = tenant::Entity::find_by_id(id.as_str())
-            .one(&*self.read()?)
+            .one(&*self.read().await?)
             .await?;
         row.map(tenant_from_row).transpose()
     }
@@ -63,7 +63,7 @@ impl Store {
     pub(crate) async fn tenants_retiring_unused(&self) -> Result<Vec<Tenant>> {
         tenant::Entity::find()
             .filter(tenant::Column::RevokeUnusedAfterSecs.is_not_null())
-            .all(&*self.read()?)
+            .all(&*self.read().await?)
             .await?
             .into_iter()
             .map(tenant_from_row)

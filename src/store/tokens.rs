@@ -244,7 +244,7 @@ impl Store {
             .filter(live(alive))
             .filter(unused_since(Expr::col(C::LastUsedAt), cutoff))
             .limit(limit)
-            .all(&*self.read()?)
+            .all(&*self.read().await?)
             .await?
             .into_iter()
             .map(token_from_row)
@@ -255,7 +255,7 @@ impl Store {
     pub(crate) async fn token_with_hash(&self, id: &TokenId) -> Result<Option<(Token, String)>> {
         let mut failover = self.through_failover();
         let row = loop {
-            let conn = self.read()?;
+            let conn = self.read().await?;
             let Some(read) = failover
                 .race(token::Entity::find_by_id(id.as_str()).one(&*conn))
                 .await
@@ -299,14 +299,20 @@ impl Store {
             .filter(C::Namespace.eq(namespace.code()))
             .filter(C::Subject.eq(subject.as_str()))
             .filter(live(alive))
-            .count(&*self.read()?)
+            .count(&*self.read().await?)
             .await?;
         Ok(n)
     }
 
     /// One page of live tokens, newest first.
     pub(crate) async fn list_tokens(&self, q: &TokenQuery<'_>) -> Result<Page<Token>> {
-        fetch_page(&*self.read()?, list_select(q), q.limit, token_from_row).await
+        fetch_page(
+            &*self.read().await?,
+            list_select(q),
+            q.limit,
+            token_from_row,
+        )
+        .await
     }
 
     /// Writes last-use times: one statement per distinct time and 500 tokens,

@@ -274,3 +274,119 @@ async fn validate_goes_on_through_a_failover_with_synchronous_replication_on_pos
 async fn what_a_failover_with_asynchronous_replication_does_on_postgres() {
     through_a_failover(Replication::Asynchronous).await;
 }
+
+/// The series of `jeton_database_reads_total` for reads that went to `host`.
+fn reads_to(metrics: &std::collections::BTreeMap<String, f64>, host: &str) -> f64 {
+    metrics
+        .get(&format!("jeton_database_reads_total{{host=\"{host}\"}}"))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+/// `pairs` times: a token generated on one replica is at once valid on the other, and in the
+/// caller's `List` there every tenth time. Returns the misses.
+async fn generate_then_validate(a: &TestApp, b: &TestApp, pairs: usize, tag: &str) -> usize {
+    let mut misses = 0;
+    for i in 0..pairs {
+        let (on, other) = if i % 2 == 0 { (a, b) } else { (b, a) };
+        let minted = on.mint(&on.admin, &format!("{tag}{i}")).await;
+        if !other
+            .validate(&minted.secret, Namespace::Api, &[])
+            .await
+            .valid
+        {
+            misses += 1;
+        }
+        if i % 10 == 0 {
+            let id = minted.token.unwrap().id;
+            let listed = other
+                .list(&other.admin, proto::ListRequest::default())
+                .await
+                .unwrap();
+            if !listed.iter().any(|t| t.id == id) {
+                misses += 1;
+            }
+        }
+    }
+    misses
+}
+
+/// `--database-read-url` names a standby (asynchronous, so it may lag): reads go there once it
+/// has applied what the primary had written when they began, else to the primary. Either way
+/// a token that `Generate` returned on one replica validates at once on the other and is in
+/// the caller's `List` there — with the standby keeping up (reads served by it), and with its
+/// replay paused (reads served by the primary).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lagging_read_host_never_hides_a_write_on_postgres() {
+    let pair = PgPair::start(Replication::Asynchronous).await.unwrap();
+    let read_url = jeton::config::ServeConfig::with_database(&pair.standby_url())
+        .unwrap()
+        .db
+        .url;
+    let tweak = |s: &mut jeton::config::ServeConfig| {
+        s.database_read_url = Some(read_url.clone());
+        s.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+        s.max_tokens_per_owner = 10_000;
+    };
+    let a = TestApp::spawn_on_url(pair.primary_url(), Transport::Plain, tweak).await;
+    let b = a.replica_with(Transport::Plain, tweak).await;
+    let metrics = a.metrics.unwrap().to_string();
+    // The probes find the read host; the followers start reading the change log there.
+    let found = Instant::now();
+    while reads_to(&scrape(&metrics), "read_host") == 0.0 {
+        assert!(
+            found.elapsed() < Duration::from_secs(10),
+            "no read went to the read host"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    const PAIRS: usize = 400;
+    let before = scrape(&metrics);
+    let misses = generate_then_validate(&a, &b, PAIRS, "keeping-up").await;
+    let after = scrape(&metrics);
+    let served = reads_to(&after, "read_host") - reads_to(&before, "read_host");
+    let behind = reads_to(&after, "primary_read_host_behind")
+        - reads_to(&before, "primary_read_host_behind");
+    eprintln!(
+        "standby keeping up: {misses} misses in {PAIRS} pairs; reads on the read host \
+         {served}, on the primary because it was behind {behind}"
+    );
+    assert_eq!(misses, 0, "a write was missed on a read host keeping up");
+    assert!(
+        served >= PAIRS as f64,
+        "first validations went to the read host: {served} reads there for {PAIRS} pairs"
+    );
+
+    // The standby stops applying what it receives: every read finds it behind.
+    jeton_testkit::postgres::statement(&pair.standby_url(), "SELECT pg_wal_replay_pause()")
+        .await
+        .unwrap();
+    let before = scrape(&metrics);
+    let misses = generate_then_validate(&a, &b, PAIRS, "lagging").await;
+    let after = scrape(&metrics);
+    let behind = reads_to(&after, "primary_read_host_behind")
+        - reads_to(&before, "primary_read_host_behind");
+    eprintln!(
+        "standby paused: {misses} misses in {PAIRS} pairs; reads sent to the primary because \
+         it was behind: {behind}"
+    );
+    assert_eq!(misses, 0, "a write was missed with the read host lagging");
+    assert!(behind > 0.0, "the read host was never found behind");
+
+    // Replay resumes: reads go back to the read host.
+    jeton_testkit::postgres::statement(&pair.standby_url(), "SELECT pg_wal_replay_resume()")
+        .await
+        .unwrap();
+    let resumed = scrape(&metrics);
+    let back = Instant::now();
+    while reads_to(&scrape(&metrics), "read_host") == reads_to(&resumed, "read_host") {
+        assert!(
+            back.elapsed() < Duration::from_secs(10),
+            "reads never went back to the read host"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop((a, b));
+    drop(pair);
+}

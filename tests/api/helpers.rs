@@ -163,6 +163,8 @@ pub struct TestApp {
     pub addr: SocketAddr,
     /// The HTTP front door, when the test asked for one (`http_listen`).
     pub http: Option<SocketAddr>,
+    /// Where its metrics are served, when `metrics_listen` was set.
+    pub metrics: Option<SocketAddr>,
     pub clock: Arc<ManualClock>,
     /// The bootstrap token of ADMIN in TENANT.
     pub admin: String,
@@ -242,6 +244,7 @@ impl TestApp {
         let mut app = Self {
             addr: "127.0.0.1:0".parse().unwrap(),
             http: None,
+            metrics: None,
             clock,
             admin: String::new(),
             db_url,
@@ -274,6 +277,7 @@ impl TestApp {
         let server = Server::build(settings, self.clock.clone()).await.unwrap();
         self.addr = server.local_addr().unwrap();
         self.http = server.http_addr();
+        self.metrics = server.metrics_addr();
         self.sweeps = server.sweeps();
         let (tx, rx) = oneshot::channel::<()>();
         self.stop = Some(tx);
@@ -307,6 +311,7 @@ impl TestApp {
         let mut r = TestApp {
             addr: self.addr,
             http: None,
+            metrics: None,
             clock: self.clock.clone(),
             admin: self.admin.clone(),
             db_url: self.db_url.clone(),
@@ -776,4 +781,28 @@ pub async fn http(
         headers,
         body: body.to_owned(),
     }
+}
+
+/// The value of each series (`name{labels}`) of a Prometheus scrape.
+pub fn scrape(addr: &str) -> std::collections::BTreeMap<String, f64> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    text.split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
 }

@@ -691,6 +691,9 @@ async fn stale_if_error_answers_from_memory_only_until_its_bound_on_postgres() {
         })
         .await;
     let t = a.mint(&a.admin, "agent").await;
+    // B's follower takes in the token's creation first (a few polls), which would otherwise
+    // drop the entry the validations below make.
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let on_b = TokenServiceClient::new(b.channel().await);
     for _ in 0..3 {
         assert_eq!(ask(on_b.clone(), &t.secret).await, Answer::Valid);
