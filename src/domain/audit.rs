@@ -22,10 +22,12 @@ pub(crate) enum AuditAction {
     TokenLeaked,
 }
 
-/// One event. `seq` is 0 until stored.
+/// One event. `seq` (its number among every tenant's events, for paging) and `sequence` (its
+/// number in its tenant's trail: 1, 2, 3, … with no gap) are 0 until stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AuditEvent {
     pub(crate) seq: i64,
+    pub(crate) sequence: i64,
     pub(crate) tenant: TenantId,
     pub(crate) at: DateTime<Utc>,
     pub(crate) actor: String,
@@ -47,6 +49,7 @@ impl AuditEvent {
     ) -> Self {
         Self {
             seq: 0,
+            sequence: 0,
             tenant: tenant.clone(),
             at,
             actor: actor.to_owned(),

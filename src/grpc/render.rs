@@ -223,6 +223,7 @@ impl From<&AuditEvent> for proto::AuditEvent {
     fn from(e: &AuditEvent) -> Self {
         proto::AuditEvent {
             id: e.seq.to_string(),
+            sequence: e.sequence,
             tenant: e.tenant.as_str().to_owned(),
             event_time: Some(timestamp(e.at)),
             actor: e.actor.clone(),

@@ -162,6 +162,7 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
         "tokens",
         "changes",
         "audit_events",
+        "audit_sequences",
         "seaql_migrations",
     ] {
         assert!(has("table", table), "table {table} in {objects:#?}");
@@ -173,6 +174,7 @@ async fn migrate_creates_the_schema_and_is_idempotent() {
         "principals_by_activation_end",
         "audit_by_tenant",
         "audit_by_tenant_target",
+        "audit_by_tenant_sequence",
     ] {
         assert!(has("index", index), "index {index} in {objects:#?}");
     }

@@ -14,6 +14,8 @@ pub(crate) struct Model {
     pub(crate) target: String,
     pub(crate) outcome: String,
     pub(crate) detail: String,
+    /// 1, 2, 3, … per tenant, with no gap.
+    pub(crate) sequence: i64,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -11,6 +11,7 @@ mod m20261124_000002_changes;
 mod m20261124_000003_roles_rotation_audit;
 mod m20261124_000004_partial_list_indexes;
 mod m20261126_000005_networks_retirement;
+mod m20261207_000006_audit_sequence;
 
 pub(crate) struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000003_roles_rotation_audit::Migration),
             Box::new(m20261124_000004_partial_list_indexes::Migration),
             Box::new(m20261126_000005_networks_retirement::Migration),
+            Box::new(m20261207_000006_audit_sequence::Migration),
         ]
     }
 }
