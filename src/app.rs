@@ -219,6 +219,7 @@ impl Server {
             validator: validator.clone(),
             last_use: last_use.clone(),
             policy: config.policy(),
+            audit_appended: Arc::default(),
         });
         Ok(Self {
             listener,
@@ -275,7 +276,9 @@ impl Server {
             source,
         })?;
         let readiness = Readiness::new();
-        let (routes, reporter) = crate::grpc::services(&cases, config.db.connect_timeout).await?;
+        let (routes, reporter) =
+            crate::grpc::services(&cases, config.db.connect_timeout, readiness.subscribe())
+                .await?;
         let mut tasks = vec![
             readiness.start_checking(store.clone()),
             crate::grpc::start_reporting(reporter, readiness.subscribe(), store.watch_roles()),

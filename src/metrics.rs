@@ -30,6 +30,7 @@ pub(crate) const METHODS: &[&str] = &[
     "jeton.v1.DirectoryService/GetTenant",
     "jeton.v1.DirectoryService/UpdateTenant",
     "jeton.v1.DirectoryService/ListAuditEvents",
+    "jeton.v1.DirectoryService/WatchAuditEvents",
     "envoy.service.auth.v3.Authorization/Check",
     "grpc.health.v1.Health/Check",
     "grpc.health.v1.Health/Watch",

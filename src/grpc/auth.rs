@@ -15,6 +15,31 @@ use tonic::Request;
 const PRINCIPAL_HEADER: &str = "x-jeton-principal";
 
 pub(super) async fn caller<T>(access: &Access, req: &Request<T>) -> Result<Actor, Error> {
+    credential(req)?.actor(access).await
+}
+
+/// What a call presented to say who it is, kept to resolve again later (a stream checks
+/// that its caller may still follow it). `Debug` never shows the token's secret.
+#[derive(Debug, Clone)]
+pub(super) enum Credential {
+    /// A bearer API token, from the connection's address.
+    Bearer(TokenString, Option<std::net::IpAddr>),
+    /// A trusted frontend acting for a principal.
+    Frontend(TenantId, PrincipalId),
+}
+
+impl Credential {
+    /// Who the credential stands for now.
+    pub(super) async fn actor(&self, access: &Access) -> Result<Actor, Error> {
+        match self {
+            Credential::Bearer(token, peer) => access.authenticate(token, *peer).await,
+            Credential::Frontend(tenant, principal) => access.act_for(tenant, principal).await,
+        }
+    }
+}
+
+/// The credential a call presented.
+pub(super) fn credential<T>(req: &Request<T>) -> Result<Credential, Error> {
     let meta = req.metadata();
     if let Some(on_behalf) = meta.get(PRINCIPAL_HEADER) {
         let from_frontend = req.peer_certs().is_some_and(|certs| !certs.is_empty());
@@ -29,7 +54,7 @@ pub(super) async fn caller<T>(access: &Access, req: &Request<T>) -> Result<Actor
                 .map_err(|_| Error::Unauthenticated("malformed tenant in x-jeton-principal"))?;
             let principal = PrincipalId::parse(principal)
                 .map_err(|_| Error::Unauthenticated("malformed principal in x-jeton-principal"))?;
-            return access.act_for(&tenant, &principal).await;
+            return Ok(Credential::Frontend(tenant, principal));
         }
         tracing::warn!(
             remote = ?req.remote_addr(),
@@ -54,7 +79,8 @@ pub(super) async fn caller<T>(access: &Access, req: &Request<T>) -> Result<Actor
         }
     };
     let token = TokenString::parse(token).ok_or(Error::Unauthenticated("invalid bearer token"))?;
-    access
-        .authenticate(&token, req.remote_addr().map(|a| a.ip().to_canonical()))
-        .await
+    Ok(Credential::Bearer(
+        token,
+        req.remote_addr().map(|a| a.ip().to_canonical()),
+    ))
 }

@@ -35,6 +35,17 @@ fn optional<T>(
     }
 }
 
+/// `WatchAuditEventsRequest.after_sequence`: a sequence the caller has, 0 for none.
+pub(super) fn after_sequence(n: i64) -> Result<i64> {
+    if n < 0 {
+        return Err(Error::invalid(
+            "after_sequence",
+            "must be at least 0 (0: from the first event)",
+        ));
+    }
+    Ok(n)
+}
+
 pub(super) fn token_id(name: &'static str, s: &str) -> Result<TokenId> {
     field(name, TokenId::parse(s))
 }

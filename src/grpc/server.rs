@@ -30,6 +30,7 @@ pub(crate) const MAX_CHECK: usize = 256 * 1024;
 pub(crate) async fn services(
     cases: &UseCases,
     db_deadline: std::time::Duration,
+    state: tokio::sync::watch::Receiver<crate::readiness::State>,
 ) -> Result<(Routes, HealthReporter), tonic_reflection::server::Error> {
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<TokenServiceServer<TokenApi>>().await;
@@ -47,6 +48,7 @@ pub(crate) async fn services(
         directory: cases.directory.clone(),
         tenants: cases.tenants.clone(),
         access: cases.access.clone(),
+        state,
     };
     let envoy = EnvoyAuthz {
         access: cases.access.clone(),

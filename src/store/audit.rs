@@ -91,19 +91,41 @@ impl Store {
         if let Some(b) = before {
             q = q.filter(C::Seq.lt(b));
         }
-        fetch_page(&*self.read().await?, q.order_by_desc(C::Seq), limit, |r| {
-            Ok(AuditEvent {
-                seq: r.seq,
-                sequence: r.sequence,
-                tenant: parsed(TenantId::parse(&r.tenant_id), "tenant id")?,
-                at: time(r.at)?,
-                actor: r.actor,
-                action: AuditAction::decode(&r.action)?,
-                target: r.target,
-                outcome: r.outcome,
-                detail: r.detail,
-            })
-        })
-        .await
+        fetch_page(&*self.read().await?, q.order_by_desc(C::Seq), limit, event).await
     }
+
+    /// At most `limit` of a tenant's audit events with a sequence above `after`, in order.
+    pub(crate) async fn audit_events_after(
+        &self,
+        tenant: &TenantId,
+        after: i64,
+        limit: u64,
+    ) -> Result<Vec<AuditEvent>> {
+        use audit_event::Column as C;
+        use sea_orm::QuerySelect;
+        audit_event::Entity::find()
+            .filter(C::TenantId.eq(tenant.as_str()))
+            .filter(C::Sequence.gt(after))
+            .order_by_asc(C::Sequence)
+            .limit(limit)
+            .all(&*self.read().await?)
+            .await?
+            .into_iter()
+            .map(event)
+            .collect()
+    }
+}
+
+fn event(r: audit_event::Model) -> Result<AuditEvent> {
+    Ok(AuditEvent {
+        seq: r.seq,
+        sequence: r.sequence,
+        tenant: parsed(TenantId::parse(&r.tenant_id), "tenant id")?,
+        at: time(r.at)?,
+        actor: r.actor,
+        action: AuditAction::decode(&r.action)?,
+        target: r.target,
+        outcome: r.outcome,
+        detail: r.detail,
+    })
 }

@@ -12,11 +12,13 @@ mod access;
 mod directory;
 mod tenant;
 mod tokens;
+mod watch;
 
 pub(crate) use access::{Access, LeakReport, ValidateInput, Validated};
 pub(crate) use directory::{ActivateInput, Directory, PrincipalInput, PrincipalQuery};
 pub(crate) use tenant::{AuditQuery, TenantUpdate, Tenants, bootstrap};
 pub(crate) use tokens::{GenerateInput, Generated, ListInput, Rotation, Tokens};
+pub(crate) use watch::AuditWatch;
 
 use crate::domain::{AuditEvent, Clock, Denied, Principal, Token, TokenView, status_of};
 use crate::hashing::{HashError, Hasher};
@@ -126,6 +128,8 @@ pub(crate) struct Core {
     pub(crate) validator: Validator,
     pub(crate) last_use: Arc<LastUse>,
     pub(crate) policy: Policy,
+    /// Woken when this server commits audit events (watchers of the trail look at once).
+    pub(crate) audit_appended: Arc<tokio::sync::Notify>,
 }
 
 impl Core {
@@ -163,6 +167,9 @@ impl Core {
         }
         for e in events {
             tracing::info!(tenant = %e.tenant, actor = %e.actor, action = ?e.action, target = %e.target, "change committed");
+        }
+        if !events.is_empty() {
+            self.audit_appended.notify_waiters();
         }
         Ok(())
     }

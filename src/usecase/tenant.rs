@@ -3,6 +3,7 @@
 
 use super::directory::principal_event;
 use super::tokens::{NewToken, generated_event, mint};
+use super::watch::{AuditWatch, Watchers};
 use super::{Core, Error, Result};
 use crate::domain::{
     Actor, AdminArea, ApiUrl, Assignment, AuditAction, AuditEvent, AuditTarget, DisplayName,
@@ -98,11 +99,21 @@ fn require_admin(actor: &Actor) -> Result<()> {
 #[derive(Clone)]
 pub(crate) struct Tenants {
     core: Arc<Core>,
+    watchers: Arc<Watchers>,
 }
 
 impl Tenants {
     pub(super) fn new(core: Arc<Core>) -> Self {
-        Self { core }
+        Self {
+            core,
+            watchers: Arc::default(),
+        }
+    }
+
+    /// Starts following the caller's tenant's audit trail after sequence `after` (admins
+    /// only; a bounded number of watchers per tenant).
+    pub(crate) fn watch_audit_events(&self, actor: &Actor, after: i64) -> Result<AuditWatch> {
+        AuditWatch::admit(self.core.clone(), self.watchers.clone(), actor, after)
     }
 
     /// The caller's tenant (admins only).

@@ -2,6 +2,7 @@
 //! and real gRPC clients (plus the real `jeton` binary and `grpcurl` where that is the
 //! subject). One binary with modules, so the crate is linked once.
 
+mod audit_stream;
 mod bad_input;
 mod connections;
 mod crash;

@@ -142,9 +142,10 @@ enum Rpc {
     GetTenant,
     UpdateTenant,
     ListAuditEvents,
+    WatchAuditEvents,
 }
 
-const RPCS: [Rpc; 14] = [
+const RPCS: [Rpc; 15] = [
     Rpc::Generate,
     Rpc::List,
     Rpc::Revoke,
@@ -159,6 +160,7 @@ const RPCS: [Rpc; 14] = [
     Rpc::GetTenant,
     Rpc::UpdateTenant,
     Rpc::ListAuditEvents,
+    Rpc::WatchAuditEvents,
 ];
 
 impl Rpc {
@@ -914,6 +916,41 @@ async fn cell(w: &World, rpc: Rpc, c: Caller, t: Target, n: usize) -> String {
                         "OK, LEAKING".into()
                     } else {
                         "OK (own tenant)".into()
+                    }
+                }
+                Err(e) => code_name(e.code()).into(),
+            }
+        }
+        Rpc::WatchAuditEvents => {
+            let opened = w
+                .directory(c)
+                .await
+                .watch_audit_events(proto::WatchAuditEventsRequest { after_sequence: 0 })
+                .await;
+            match opened {
+                Ok(stream) => {
+                    // The tenant's trail is never empty (its creation is its first event).
+                    let first = tokio::time::timeout(
+                        std::time::Duration::from_secs(10),
+                        stream.into_inner().message(),
+                    )
+                    .await
+                    .expect("a first event within 10 s");
+                    match first {
+                        Ok(Some(e)) => {
+                            let tenant = if c == Caller::OtherTenantAdmin {
+                                OTHER_TENANT
+                            } else {
+                                TENANT
+                            };
+                            if e.tenant != tenant {
+                                "OK, LEAKING".into()
+                            } else {
+                                "OK (own tenant)".into()
+                            }
+                        }
+                        Ok(None) => "OK, EMPTY".into(),
+                        Err(e) => code_name(e.code()).into(),
                     }
                 }
                 Err(e) => code_name(e.code()).into(),
