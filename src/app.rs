@@ -277,8 +277,7 @@ impl Server {
         })?;
         let readiness = Readiness::new();
         let (routes, reporter) =
-            crate::grpc::services(&cases, config.db.connect_timeout, readiness.subscribe())
-                .await?;
+            crate::grpc::services(&cases, config.db.connect_timeout, readiness.subscribe()).await?;
         let mut tasks = vec![
             readiness.start_checking(store.clone()),
             crate::grpc::start_reporting(reporter, readiness.subscribe(), store.watch_roles()),

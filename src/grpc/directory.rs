@@ -29,7 +29,8 @@ const RECHECK_EVERY: Duration = Duration::from_secs(1);
 /// How long a stream rides out a database that is away before it ends with `UNAVAILABLE`.
 const DATABASE_PATIENCE: Duration = Duration::from_secs(10);
 
-type AuditStream = Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::AuditEvent, Status>> + Send>>;
+type AuditStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<proto::AuditEvent, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl DirectoryService for DirectoryApi {
@@ -223,9 +224,6 @@ impl Stream {
 
     /// The status a stream ends with, saying where to resume.
     fn ended(&self, why: &str) -> Status {
-        Status::unavailable(format!(
-            "{why}; resume with after_sequence={}",
-            self.sent
-        ))
+        Status::unavailable(format!("{why}; resume with after_sequence={}", self.sent))
     }
 }

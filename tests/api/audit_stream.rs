@@ -148,7 +148,10 @@ async fn streams_per_tenant_are_capped() {
             Ok(_) => break,
             Err(e) => {
                 assert_eq!(e.code(), Code::ResourceExhausted);
-                assert!(again.elapsed() < Duration::from_secs(5), "the place never came back");
+                assert!(
+                    again.elapsed() < Duration::from_secs(5),
+                    "the place never came back"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
