@@ -60,11 +60,16 @@ pub(super) async fn append(
 impl Store {
     /// Change-log rows numbered above `floor`, in order.
     pub(crate) async fn changes_after(&self, floor: i64, limit: u64) -> Result<Vec<ChangeRow>> {
-        let rows = change::Entity::find()
-            .filter(change::Column::Seq.gt(floor))
-            .order_by_asc(change::Column::Seq)
-            .limit(limit)
-            .all(&*self.read().await?)
+        let rows = self
+            .read_on_reads_host(|db| {
+                Box::pin(
+                    change::Entity::find()
+                        .filter(change::Column::Seq.gt(floor))
+                        .order_by_asc(change::Column::Seq)
+                        .limit(limit)
+                        .all(db),
+                )
+            })
             .await?;
         Ok(rows.into_iter().map(change_row).collect())
     }
@@ -80,20 +85,30 @@ impl Store {
         for &(start, end) in ranges {
             any = any.add(change::Column::Seq.between(start, end));
         }
-        let rows = change::Entity::find()
-            .filter(any)
-            .order_by_asc(change::Column::Seq)
-            .limit(limit)
-            .all(&*self.read().await?)
+        let rows = self
+            .read_on_reads_host(|db| {
+                Box::pin(
+                    change::Entity::find()
+                        .filter(any.clone())
+                        .order_by_asc(change::Column::Seq)
+                        .limit(limit)
+                        .all(db),
+                )
+            })
             .await?;
         Ok(rows.into_iter().map(change_row).collect())
     }
 
     /// The highest change number so far (0 when there is none).
     pub(crate) async fn last_change(&self) -> Result<i64> {
-        let row = change::Entity::find()
-            .order_by_desc(change::Column::Seq)
-            .one(&*self.read().await?)
+        let row = self
+            .read_on_reads_host(|db| {
+                Box::pin(
+                    change::Entity::find()
+                        .order_by_desc(change::Column::Seq)
+                        .one(db),
+                )
+            })
             .await?;
         Ok(row.map_or(0, |r| r.seq))
     }

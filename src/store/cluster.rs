@@ -173,7 +173,7 @@ impl Cluster {
             .unwrap_or_else(|e| e.into_inner()) = Some(std::time::Instant::now() + rest);
     }
 
-    fn failing_over(&self) -> StoreError {
+    pub(super) fn failing_over(&self) -> StoreError {
         let hosts: Vec<&str> = self.hosts.iter().map(|h| h.label.as_str()).collect();
         StoreError::FailingOver(hosts.join(", "))
     }

@@ -459,6 +459,66 @@ impl Store {
         Ok(replayed(&conn, &received, REPLAY_WAIT).await?)
     }
 
+    /// Runs `read` on the host reads go to ([`Store::read`]), and again on the next one when
+    /// that host goes away under it (see [`ThroughFailover`]): a read waiting on a dead
+    /// primary is given up as soon as the probes move reads elsewhere, instead of waiting for
+    /// its pool's connect timeout. For the reads of a first validation.
+    async fn read_through_failover<T>(
+        &self,
+        read: impl for<'c> Fn(
+            &'c DatabaseConnection,
+        )
+            -> futures_util::future::BoxFuture<'c, std::result::Result<T, DbErr>>,
+    ) -> Result<T> {
+        self.read_watching_hosts(read, true).await
+    }
+
+    /// Runs `read` on the host reads go to, and fails at once (`FailingOver`) if the probes
+    /// move reads to another host before it ends, or if its host is found away: for the
+    /// change-log follower, which must take its position again on the new host (and wait
+    /// for it to apply what it received) rather than read on there as if nothing happened.
+    async fn read_on_reads_host<T>(
+        &self,
+        read: impl for<'c> Fn(
+            &'c DatabaseConnection,
+        )
+            -> futures_util::future::BoxFuture<'c, std::result::Result<T, DbErr>>,
+    ) -> Result<T> {
+        self.read_watching_hosts(read, false).await
+    }
+
+    async fn read_watching_hosts<T>(
+        &self,
+        read: impl for<'c> Fn(
+            &'c DatabaseConnection,
+        )
+            -> futures_util::future::BoxFuture<'c, std::result::Result<T, DbErr>>,
+        try_elsewhere: bool,
+    ) -> Result<T> {
+        let mut failover = self.through_failover();
+        loop {
+            let conn = self.read().await?;
+            let Some(result) = failover.race(read(&conn)).await else {
+                if try_elsewhere {
+                    continue;
+                }
+                return Err(self.cluster.failing_over());
+            };
+            if !try_elsewhere {
+                return Ok(result?);
+            }
+            match result {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    let e = StoreError::from(e);
+                    if !failover.again(&e).await {
+                        return Err(e);
+                    }
+                }
+            }
+        }
+    }
+
     /// For a read that should be tried once more when its host goes away: see
     /// [`ThroughFailover`].
     fn through_failover(&self) -> ThroughFailover {

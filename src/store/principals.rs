@@ -2,7 +2,7 @@
 
 use super::codec::{Code, micros, opt_time, parsed};
 use super::entity::principal;
-use super::{Changed, Result, Store, StoreError, Written, fetch_page};
+use super::{Changed, Result, Store, Written, fetch_page};
 use crate::domain::{
     Assignment, AuditEvent, DisplayName, Justification, Page, Principal, PrincipalId, Role,
     TenantId,
@@ -73,25 +73,12 @@ impl Store {
         tenant: &TenantId,
         id: &PrincipalId,
     ) -> Result<Option<Principal>> {
-        let mut failover = self.through_failover();
-        let row = loop {
-            let conn = self.read().await?;
-            let Some(read) = failover
-                .race(principal::Entity::find_by_id(key(tenant, id)).one(&*conn))
-                .await
-            else {
-                continue;
-            };
-            match read {
-                Ok(row) => break row,
-                Err(e) => {
-                    let e = StoreError::from(e);
-                    if !failover.again(&e).await {
-                        return Err(e);
-                    }
-                }
-            }
-        };
+        let key = key(tenant, id);
+        let row = self
+            .read_through_failover(|db| {
+                Box::pin(principal::Entity::find_by_id(key.clone()).one(db))
+            })
+            .await?;
         row.map(principal_from_row).transpose()
     }
 

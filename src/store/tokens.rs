@@ -2,7 +2,7 @@
 
 use super::codec::{Code, micros, opt_time, parsed, time};
 use super::entity::token;
-use super::{Changed, Result, Store, StoreError, Written, fetch_page};
+use super::{Changed, Result, Store, Written, fetch_page};
 use crate::domain::{
     AuditEvent, LiveAt, Namespace, Networks, Page, PrincipalId, ScopeSet, Subject, TenantId, Token,
     TokenId, TokenName, TokenStatus, Visible,
@@ -253,25 +253,9 @@ impl Store {
 
     /// A token and its secret hash, by id: the validation lookup.
     pub(crate) async fn token_with_hash(&self, id: &TokenId) -> Result<Option<(Token, String)>> {
-        let mut failover = self.through_failover();
-        let row = loop {
-            let conn = self.read().await?;
-            let Some(read) = failover
-                .race(token::Entity::find_by_id(id.as_str()).one(&*conn))
-                .await
-            else {
-                continue;
-            };
-            match read {
-                Ok(row) => break row,
-                Err(e) => {
-                    let e = StoreError::from(e);
-                    if !failover.again(&e).await {
-                        return Err(e);
-                    }
-                }
-            }
-        };
+        let row = self
+            .read_through_failover(|db| Box::pin(token::Entity::find_by_id(id.as_str()).one(db)))
+            .await?;
         row.map(|r| {
             let hash = r.secret_hash.clone();
             Ok((token_from_row(r)?, hash))
