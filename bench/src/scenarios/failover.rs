@@ -254,7 +254,7 @@ async fn revoke(channels: &[Channel; 2], admin: &str, revoked: &str) -> Result<(
         }
     }
     let id = TokenString::parse(revoked)
-        .ok_or("a seeded token does not parse")?
+        .ok_or("a generated token does not parse")?
         .id();
     admin_client(channels[0].clone(), admin)?
         .revoke(proto::RevokeRequest {
