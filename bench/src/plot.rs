@@ -77,8 +77,9 @@ pub struct Mark<'a> {
     pub color: RGBColor,
 }
 
-/// Counts over time (x in seconds, described by `x_desc`): `left` lines against the left axis, `right` lines (small counts, such
-/// as errors) against the right one, `marks` as vertical lines.
+/// Counts over time (x in seconds, described by `x_desc`): `left` lines against the left
+/// axis, `right` lines (small counts, such as errors) against the right one, `marks` as
+/// vertical lines.
 pub fn timeline(
     path: &Path,
     title: &str,

@@ -394,6 +394,7 @@ fn caller(
 ) -> JoinHandle<Vec<Call>> {
     tokio::spawn(async move {
         let mut client = TokenServiceClient::new(channel);
+        let what = format!("Validate on {}", REPLICAS[replica]);
         let mut calls = Vec::with_capacity(1 << 16);
         let mut i = slot * 7919;
         while !seen.stopped() {
@@ -405,7 +406,7 @@ fn caller(
                 cached[i % cached.len()].as_str()
             };
             let (end, ns, answer) =
-                validate_timed(&mut client, token, is_revoked, "Validate", &seen).await;
+                validate_timed(&mut client, token, is_revoked, &what, &seen).await;
             calls.push(Call {
                 replica,
                 end,
@@ -429,14 +430,14 @@ fn cold_caller(
         let mut client = TokenServiceClient::new(channel);
         let mut tick = tokio::time::interval(COLD_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let what = format!("first Validate on {}", REPLICAS[replica]);
         let mut calls = Vec::with_capacity(tokens.len());
         for token in &tokens {
             tick.tick().await;
             if seen.stopped() {
                 break;
             }
-            let (end, ns, answer) =
-                validate_timed(&mut client, token, false, "first Validate", &seen).await;
+            let (end, ns, answer) = validate_timed(&mut client, token, false, &what, &seen).await;
             calls.push(Call {
                 replica,
                 end,
@@ -523,8 +524,8 @@ impl Timeline {
         ]
     }
 
-    /// The whole 100-ms bins of the recorded run, aligned on the kill: their starts, in
-    /// seconds from the kill.
+    /// The whole 100-ms bins of the recorded run, aligned on the kill: bin `k` runs from
+    /// `k` × 100 ms to `k + 1` × 100 ms after it.
     fn bins(&self) -> std::ops::Range<i64> {
         let step = BIN.as_secs_f64();
         let first = (self.at(self.base) / step).ceil() as i64;
