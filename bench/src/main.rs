@@ -1,9 +1,10 @@
 //! `jeton-bench`: measures jeton against its targets and writes `BENCHMARKS.md`.
 //!
 //! Every figure comes from real `jeton serve` processes (the `jeton` binary next to this one)
-//! on loopback, over real databases: SQLite files in a temporary directory and databases it
-//! creates (and drops) on the PostgreSQL server given by `--pg-url`. Run it from a release
-//! build: `cargo build --release --workspace && target/release/jeton-bench`.
+//! on loopback, over real databases: SQLite files in a temporary directory, databases it
+//! creates (and drops) on the PostgreSQL server given by `--pg-url`, and for the failover
+//! scenario a PostgreSQL primary and standby of its own (testkit's `pgpair`). Run it from a
+//! release build: `cargo build --release --workspace && target/release/jeton-bench`.
 //!
 //! One scenario per module of [`scenarios`]; each returns its section of the report, which
 //! [`report`] puts under one header naming the commit, the machine and the date.

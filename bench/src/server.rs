@@ -126,6 +126,11 @@ impl Server {
         )
     }
 
+    /// Everything it has logged so far (its stderr).
+    pub fn log(&self) -> String {
+        self.served.log()
+    }
+
     /// User + system CPU time of the server so far.
     pub fn cpu(&self) -> Duration {
         self.served.cpu()

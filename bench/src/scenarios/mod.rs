@@ -3,6 +3,7 @@
 
 mod cold;
 mod crash;
+mod failover;
 mod flood;
 mod gate;
 mod instrumentation;
@@ -46,10 +47,13 @@ pub enum Scenario {
     Crash,
     /// nginx in front of a service: unguarded, a free authorizer, jeton (needs nginx, wrk)
     Gate,
+    /// Validate and writes through a PostgreSQL kill and promote (runs its own primary and
+    /// standby; needs PostgreSQL's server programs, see testkit's pgpair)
+    Failover,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 11] = [
+    pub const ALL: [Scenario; 12] = [
         Scenario::Validate,
         Scenario::Instrumentation,
         Scenario::Cold,
@@ -61,6 +65,7 @@ impl Scenario {
         Scenario::LastUse,
         Scenario::Crash,
         Scenario::Gate,
+        Scenario::Failover,
     ];
 
     pub fn title(self) -> &'static str {
@@ -76,6 +81,7 @@ impl Scenario {
             Scenario::Flood => "Legitimate calls under a flood of invalid tokens",
             Scenario::Crash => "Acknowledged writes across `kill -9`",
             Scenario::Gate => "The gate: nginx in front of a service, unguarded, free, jeton",
+            Scenario::Failover => "Through a database failover",
         }
     }
 
@@ -100,6 +106,7 @@ pub async fn run(scenario: Scenario, ctx: &Ctx) -> Result<String, BoxError> {
         Scenario::Flood => flood::run(ctx).await,
         Scenario::Crash => crash::run(ctx).await,
         Scenario::Gate => gate::run(ctx).await,
+        Scenario::Failover => failover::run(ctx).await,
     }
 }
 
@@ -215,10 +222,16 @@ impl Ctx {
 
     /// Where the plot goes, and how the report links it; `None` when nothing is written.
     pub fn plot_target(&self) -> Option<(PathBuf, String)> {
+        self.file_target(&self.args.plot)
+    }
+
+    /// Where a file the report links goes (`path`), and the link, relative to the report;
+    /// `None` when nothing is written.
+    pub fn file_target(&self, path: &Path) -> Option<(PathBuf, String)> {
         if !self.write_files {
             return None;
         }
-        let path = self.args.plot.clone();
+        let path = path.to_path_buf();
         let base = self
             .args
             .out
