@@ -220,6 +220,7 @@ impl Server {
             last_use: last_use.clone(),
             policy: config.policy(),
             audit_appended: Arc::default(),
+            refusals: Default::default(),
         });
         Ok(Self {
             listener,
@@ -290,6 +291,7 @@ impl Server {
                 .start_retiring(config.retirement_sweep_interval, sweeps.retirement),
         ];
         tasks.extend(store.start_probing());
+        tasks.extend(cases.access.start_recording_refusals());
         if let Some((listener, recorder)) = metrics {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "metrics listening");

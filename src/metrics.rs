@@ -98,6 +98,7 @@ pub(crate) struct Handles {
     pub(crate) stale_answers: Counter,
     /// By [`crate::store::ReadWent`].
     pub(crate) read_host: [Counter; 3],
+    pub(crate) refusals_dropped: Counter,
 }
 
 static HANDLES: OnceLock<Handles> = OnceLock::new();
@@ -204,6 +205,10 @@ fn register() -> Handles {
         "jeton_database_reads_total",
         "reads meant for the --database-read-url host, by where they went (it, or the primary because it was behind or away)"
     );
+    metrics::describe_counter!(
+        "jeton_refusals_dropped_total",
+        "refused uses of tokens not recorded in the audit trail because too many came at once"
+    );
     gauge!("jeton_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     Handles {
         rpc: METHODS
@@ -242,6 +247,7 @@ fn register() -> Handles {
         stale_answers: counter!("jeton_stale_answers_total"),
         read_host: crate::store::ReadWent::LABELS
             .map(|h| counter!("jeton_database_reads_total", "host" => h)),
+        refusals_dropped: counter!("jeton_refusals_dropped_total"),
     }
 }
 

@@ -20,6 +20,7 @@ pub(crate) enum AuditAction {
     TenantCreated,
     TenantChanged,
     TokenLeaked,
+    TokenRefused,
 }
 
 /// One event. `seq` (its number among every tenant's events, for paging) and `sequence` (its

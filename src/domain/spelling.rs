@@ -112,6 +112,7 @@ spelled!(AuditAction, "AUDIT_ACTION_", {
     TenantCreated => "AUDIT_ACTION_TENANT_CREATED", "tenant_created";
     TenantChanged => "AUDIT_ACTION_TENANT_CHANGED", "tenant_changed";
     TokenLeaked => "AUDIT_ACTION_TOKEN_LEAKED", "token_leaked";
+    TokenRefused => "AUDIT_ACTION_TOKEN_REFUSED", "token_refused";
 });
 
 #[cfg(test)]

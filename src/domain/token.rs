@@ -263,7 +263,7 @@ pub(crate) fn status_of(
 }
 
 /// Why a presented token is not good.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) enum Reason {
     Malformed,
     NotFound,

@@ -215,6 +215,7 @@ impl From<AuditAction> for proto::AuditAction {
             A::TenantCreated => proto::AuditAction::TenantCreated,
             A::TenantChanged => proto::AuditAction::TenantChanged,
             A::TokenLeaked => proto::AuditAction::TokenLeaked,
+            A::TokenRefused => proto::AuditAction::TokenRefused,
         }
     }
 }

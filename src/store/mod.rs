@@ -19,11 +19,13 @@ mod entity;
 mod hosts;
 mod migration;
 mod principals;
+mod refusals;
 mod tenants;
 mod tokens;
 
 pub(crate) use changes::Changed;
 pub(crate) use cluster::Roles;
+pub(crate) use refusals::{RefusalKey, RefusalTally};
 pub(crate) use tokens::TokenQuery;
 
 use crate::domain::{AuditEvent, Page};

@@ -74,6 +74,41 @@ impl Access {
         Self { core }
     }
 
+    /// Starts recording refused uses of known tokens in the audit trail (see `refusals`).
+    pub(crate) fn start_recording_refusals(&self) -> Option<crate::background::Task> {
+        super::Refusals::start_reporting(self.core.clone())
+    }
+
+    /// Notes that `presented` was refused for `reason`, for the audit trail: with the
+    /// token's tenant when it is known here, else to be looked up (and forgotten if the id
+    /// does not exist). An id this replica knows does not exist is not noted.
+    fn refused(
+        &self,
+        presented: &TokenString,
+        tenant: Option<&TenantId>,
+        reason: Reason,
+        client: Option<IpAddr>,
+    ) {
+        if !super::refusals::recorded(reason) {
+            return;
+        }
+        let id = presented.id();
+        let tenant = match tenant {
+            Some(t) => Some(t.clone()),
+            None => match self.core.validator.cached_tenant(&id) {
+                Some(None) => return,
+                Some(Some(t)) => Some(t),
+                None => None,
+            },
+        };
+        self.core.refusals.note(super::refusals::Refused {
+            token: id,
+            tenant,
+            reason,
+            client,
+        });
+    }
+
     /// Rules 3, 6, 7 and 9: whether the presented token is good in `namespace` with the
     /// `required` scopes now. A good token's use is recorded.
     pub(crate) async fn validate(
@@ -94,9 +129,11 @@ impl Access {
         };
         note_token(presented);
         if presented.namespace() != input.namespace {
+            self.refused(presented, None, Reason::WrongNamespace, input.client);
             return Ok(Err(Reason::WrongNamespace));
         }
         let Some(entry) = core.validator.verified(presented).await? else {
+            self.refused(presented, None, Reason::NotFound, input.client);
             return Ok(Err(Reason::NotFound));
         };
         let mut token = entry.token();
@@ -122,7 +159,10 @@ impl Access {
                         effective,
                     })
                 }
-                Err(r) => Err(r),
+                Err(r) => {
+                    self.refused(presented, Some(&token.tenant), r, input.client);
+                    Err(r)
+                }
             },
         )
     }
@@ -139,20 +179,24 @@ impl Access {
         const BAD: Error = Error::Unauthenticated("invalid bearer token");
         let core = &self.core;
         if presented.namespace() != Namespace::Api {
+            self.refused(presented, None, Reason::WrongNamespace, peer);
             return Err(BAD);
         }
         note_token(presented);
-        let entry = core.validator.verified(presented).await?.ok_or(BAD)?;
+        let Some(entry) = core.validator.verified(presented).await? else {
+            self.refused(presented, None, Reason::NotFound, peer);
+            return Err(BAD);
+        };
         let token: Token = entry.token();
         let now = core.now();
-        match live(&token, now, peer) {
-            Ok(()) => {}
-            Err(Reason::AddressNotAllowed) => {
-                return Err(Error::Unauthenticated(
-                    "this token may not be used from this address",
-                ));
-            }
-            Err(_) => return Err(BAD),
+        if let Err(reason) = live(&token, now, peer) {
+            self.refused(presented, Some(&token.tenant), reason, peer);
+            return Err(match reason {
+                Reason::AddressNotAllowed => {
+                    Error::Unauthenticated("this token may not be used from this address")
+                }
+                _ => BAD,
+            });
         }
         let owner = core.validator.owner(&token).await?.ok_or(BAD)?;
         note_use(core, &entry, &token.id, now);

@@ -10,12 +10,14 @@
 
 mod access;
 mod directory;
+mod refusals;
 mod tenant;
 mod tokens;
 mod watch;
 
 pub(crate) use access::{Access, LeakReport, ValidateInput, Validated};
 pub(crate) use directory::{ActivateInput, Directory, PrincipalInput, PrincipalQuery};
+pub(crate) use refusals::Refusals;
 pub(crate) use tenant::{AuditQuery, TenantUpdate, Tenants, bootstrap};
 pub(crate) use tokens::{GenerateInput, Generated, ListInput, Rotation, Tokens};
 pub(crate) use watch::AuditWatch;
@@ -130,6 +132,8 @@ pub(crate) struct Core {
     pub(crate) policy: Policy,
     /// Woken when this server commits audit events (watchers of the trail look at once).
     pub(crate) audit_appended: Arc<tokio::sync::Notify>,
+    /// Refused uses of known tokens, on their way to the audit trail.
+    pub(crate) refusals: Refusals,
 }
 
 impl Core {

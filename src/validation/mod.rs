@@ -46,7 +46,7 @@ pub(crate) const MAX_POLL_INTERVAL: std::time::Duration = std::time::Duration::f
 pub(crate) use entry::Verified;
 
 use crate::background::Task;
-use crate::domain::{Namespace, Principal, Token, TokenString};
+use crate::domain::{Namespace, Principal, Token, TokenId, TokenString};
 use crate::hashing::{HashError, Hasher, Lane};
 use crate::metrics::CacheLookup;
 use crate::store::{Changed, Store, StoreError};
@@ -213,6 +213,17 @@ impl Validator {
         }
         Ok((token.namespace == presented.namespace())
             .then(|| self.cache.remember_token(epoch, &token, presented.secret())))
+    }
+
+    /// The tenant of token `id` as far as this replica's cache knows, without asking the
+    /// database: `Some(Some(tenant))` for a token it holds, `Some(None)` for an id it knows
+    /// does not exist, `None` when it cannot tell.
+    pub(crate) fn cached_tenant(&self, id: &TokenId) -> Option<Option<crate::domain::TenantId>> {
+        match self.cache.token(id) {
+            Lookup::Hit(v) | Lookup::Stale(v) => Some(Some(v.token().tenant)),
+            Lookup::Absent => Some(None),
+            Lookup::Miss => None,
+        }
     }
 
     /// The owner of an API token as stored now; tenant tokens have none.

@@ -241,3 +241,172 @@ async fn grpcurl_follows_the_trail() {
         );
     }
 }
+
+/// The `AUDIT_ACTION_TOKEN_REFUSED` events about token `id`, oldest first.
+async fn refusals_of(app: &TestApp, id: &str) -> Vec<proto::AuditEvent> {
+    let mut events = app
+        .directory(&app.admin)
+        .await
+        .list_audit_events(proto::ListAuditEventsRequest {
+            target: id.to_owned(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .events;
+    events.retain(|e| e.action == proto::AuditAction::TokenRefused as i32);
+    events.reverse();
+    events
+}
+
+/// Waits (at most 10 s) until token `id` has `n` refusal events, and returns them.
+async fn refusal_events(app: &TestApp, id: &str, n: usize) -> Vec<proto::AuditEvent> {
+    let started = Instant::now();
+    loop {
+        let events = refusals_of(app, id).await;
+        if events.len() >= n {
+            return events;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{n} refusal events of {id} expected, found {events:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The `key=value` of an event's detail.
+fn detail<'a>(e: &'a proto::AuditEvent, key: &str) -> &'a str {
+    e.detail
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .unwrap_or_else(|| panic!("{key} in {:?}", e.detail))
+}
+
+async fn validate_from(app: &TestApp, token: &str, ns: Namespace, client: &str) -> bool {
+    use jeton::grpc::proto::token_service_client::TokenServiceClient;
+    TokenServiceClient::new(app.channel().await)
+        .validate(proto::ValidateRequest {
+            token: token.to_owned(),
+            namespace: ns as i32,
+            client_address: client.to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .valid
+}
+
+use jeton::grpc::proto::Namespace;
+
+/// A revoked token presented ten times on two replicas: one event for the first minute
+/// (with the client address and the count it stands for), the rest reported once the
+/// minute is over — at most one event per token and reason a minute, and every refusal
+/// counted once. Valid answers write nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_uses_of_a_known_token_are_events_at_most_once_a_minute() {
+    let a = TestApp::spawn_with(Transport::Plain, |_| {}).await;
+    let b = a.replica_with(Transport::Plain, |_| {}).await;
+    let good = a.mint(&a.admin, "good").await;
+    for _ in 0..5 {
+        assert!(validate_from(&a, &good.secret, Namespace::Api, "203.0.113.7").await);
+    }
+    let t = a.mint(&a.admin, "leaked").await;
+    let id = t.token.unwrap().id;
+    a.tokens(&a.admin)
+        .await
+        .revoke(proto::RevokeRequest { id: id.clone() })
+        .await
+        .unwrap();
+    for app in [&a, &b] {
+        for _ in 0..5 {
+            assert!(!validate_from(app, &t.secret, Namespace::Api, "203.0.113.7").await);
+        }
+    }
+    let first = refusal_events(&a, &id, 1).await;
+    let e = &first[0];
+    assert_eq!(e.outcome, "failure");
+    assert_eq!(e.actor, "jeton");
+    assert_eq!(detail(e, "reason"), "REASON_REVOKED");
+    assert_eq!(detail(e, "client"), "203.0.113.7");
+    // Both replicas' rounds run (every second); nothing more this minute.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(refusals_of(&a, &id).await.len(), 1, "one event a minute");
+    // The minute ends: what was not reported yet is, once.
+    a.clock.advance(chrono::TimeDelta::seconds(61));
+    let counted = if detail(e, "count") == "10" {
+        vec![10]
+    } else {
+        let both = refusal_events(&a, &id, 2).await;
+        both.iter()
+            .map(|e| detail(e, "count").parse::<i64>().unwrap())
+            .collect()
+    };
+    assert_eq!(
+        counted.iter().sum::<i64>(),
+        10,
+        "every refusal counted once: {counted:?}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(refusals_of(&a, &id).await.len(), counted.len());
+    // The good token's valid answers wrote nothing.
+    assert!(refusals_of(&a, &good.token.unwrap().id).await.is_empty());
+}
+
+/// A wrong secret for a real id, the wrong namespace, and a revoked token as a bearer are
+/// events; a string naming an id that does not exist is not (a stranger cannot write to the
+/// trail).
+#[tokio::test(flavor = "multi_thread")]
+async fn wrong_secrets_namespaces_and_bearers_are_events_strangers_are_not() {
+    let app = TestApp::spawn_with(Transport::Plain, |_| {}).await;
+    let t = app.mint(&app.admin, "target").await;
+    let id = t.token.unwrap().id;
+    let forged = crate::tokens::forge(&format!("jta_{id}{}", "A".repeat(43)));
+    assert!(!validate_from(&app, &forged, Namespace::Api, "").await);
+    assert!(!validate_from(&app, &t.secret, Namespace::Siem, "198.51.100.1").await);
+    let stranger = crate::tokens::forge(&format!("jta_{}{}", "Z".repeat(22), "A".repeat(43)));
+    assert!(!validate_from(&app, &stranger, Namespace::Api, "").await);
+    let events = refusal_events(&app, &id, 2).await;
+    let reasons: Vec<(&str, &str)> = events
+        .iter()
+        .map(|e| (detail(e, "reason"), detail(e, "client")))
+        .collect();
+    assert!(
+        reasons.contains(&("REASON_NOT_FOUND", "unknown")),
+        "{events:?}"
+    );
+    assert!(
+        events
+            .iter()
+            .any(|e| e.detail.contains("cause=wrong_secret"))
+    );
+    assert!(
+        reasons.contains(&("REASON_WRONG_NAMESPACE", "198.51.100.1")),
+        "{events:?}"
+    );
+    // A revoked token as a bearer of a call to jeton itself.
+    let caller = app.mint(&app.admin, "caller").await;
+    let caller_id = caller.token.unwrap().id;
+    app.tokens(&app.admin)
+        .await
+        .revoke(proto::RevokeRequest {
+            id: caller_id.clone(),
+        })
+        .await
+        .unwrap();
+    let denied = app
+        .tokens(&caller.secret)
+        .await
+        .list(proto::ListRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::Unauthenticated);
+    let bearer = refusal_events(&app, &caller_id, 1).await;
+    assert_eq!(detail(&bearer[0], "reason"), "REASON_REVOKED");
+    // Nothing about the stranger's id, anywhere in the trail.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(refusals_of(&app, &"Z".repeat(22)).await.is_empty());
+}

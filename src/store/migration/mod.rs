@@ -12,6 +12,7 @@ mod m20261124_000003_roles_rotation_audit;
 mod m20261124_000004_partial_list_indexes;
 mod m20261126_000005_networks_retirement;
 mod m20261207_000006_audit_sequence;
+mod m20261207_000007_refusals;
 
 pub(crate) struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261124_000004_partial_list_indexes::Migration),
             Box::new(m20261126_000005_networks_retirement::Migration),
             Box::new(m20261207_000006_audit_sequence::Migration),
+            Box::new(m20261207_000007_refusals::Migration),
         ]
     }
 }
