@@ -498,6 +498,8 @@ impl Store {
         try_elsewhere: bool,
     ) -> Result<T> {
         let mut failover = self.through_failover();
+        // A read that may go elsewhere also leaves a read host found away.
+        failover.reader_too = try_elsewhere;
         loop {
             let conn = self.read().await?;
             let Some(result) = failover.race(read(&conn)).await else {
@@ -530,6 +532,7 @@ impl Store {
             roles,
             several: self.cluster.hosts.len() > 1,
             tried: false,
+            reader_too: false,
         }
     }
 
@@ -850,6 +853,8 @@ struct ThroughFailover {
     roles: tokio::sync::watch::Receiver<Roles>,
     several: bool,
     tried: bool,
+    /// Also give a read up when the read host changes (not only the complete host).
+    reader_too: bool,
 }
 
 impl ThroughFailover {
@@ -861,7 +866,8 @@ impl ThroughFailover {
         if !self.several || self.tried {
             return Some(read.await);
         }
-        let from = self.roles.borrow_and_update().complete;
+        let hosts = |r: &Roles, reader: bool| (r.complete, reader.then_some(r.reader));
+        let from = hosts(&self.roles.borrow_and_update(), self.reader_too);
         tokio::pin!(read);
         loop {
             tokio::select! {
@@ -870,7 +876,7 @@ impl ThroughFailover {
                     if changed.is_err() {
                         return Some(read.await);
                     }
-                    if self.roles.borrow_and_update().complete != from {
+                    if hosts(&self.roles.borrow_and_update(), self.reader_too) != from {
                         self.tried = true;
                         return None;
                     }
