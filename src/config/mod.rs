@@ -114,10 +114,9 @@ pub struct ServeConfig {
     pub db: DbConfig,
     #[command(flatten)]
     pub hash: HashConfig,
-    /// More PostgreSQL hosts, in the form of --database-url, that jeton may read from (the
-    /// change log, first validations, List, the directory, the audit trail, once the standby
-    /// has applied what the primary had written when the read began) but never writes to:
-    /// standbys
+    /// More PostgreSQL hosts, in the form of --database-url, that jeton may read from (first
+    /// validations, List, the directory, ListAuditEvents, once the standby has applied what
+    /// the primary had written when the read began) but never writes to: standbys
     #[arg(long = "database-read-url", env = "JETON_DATABASE_READ_URL", value_name = "URL",
           hide_env_values = true, value_parser = parse::postgres_url)]
     pub database_read_url: Option<DatabaseUrl>,

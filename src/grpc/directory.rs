@@ -165,6 +165,19 @@ impl Stream {
     async fn pump(mut self) {
         let end = self.run().await;
         if let Err(status) = end {
+            // Every ending says where to resume.
+            let status = if status.message().contains("resume with after_sequence=") {
+                status
+            } else {
+                Status::new(
+                    status.code(),
+                    format!(
+                        "{}; resume with after_sequence={}",
+                        status.message(),
+                        self.sent
+                    ),
+                )
+            };
             let _ = self.tx.send(Err(status)).await;
         }
     }
@@ -179,8 +192,14 @@ impl Stream {
             }
             if checked.elapsed() >= RECHECK_EVERY {
                 checked = Instant::now();
-                let actor = self.credential.actor(&self.access).await?;
-                self.watch.still_allowed(&actor)?;
+                match self.credential.actor(&self.access).await {
+                    Ok(actor) => self.watch.still_allowed(&actor)?,
+                    // The database away: checked again at the next round, within patience.
+                    Err(crate::usecase::Error::Unavailable(e)) => {
+                        patience(&mut away_since, e)?;
+                    }
+                    Err(e) => return Err(e.into()),
+                }
             }
             let events = match self.watch.next().await {
                 Ok(events) => {
@@ -188,10 +207,7 @@ impl Stream {
                     events
                 }
                 Err(crate::usecase::Error::Unavailable(e)) => {
-                    let since = *away_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() > DATABASE_PATIENCE {
-                        return Err(Status::from(crate::usecase::Error::Unavailable(e)));
-                    }
+                    patience(&mut away_since, e)?;
                     Vec::new()
                 }
                 Err(e) => return Err(e.into()),
@@ -222,8 +238,18 @@ impl Stream {
         }
     }
 
-    /// The status a stream ends with, saying where to resume.
+    /// The status a stream ends with (the position to resume from is added by `pump`).
     fn ended(&self, why: &str) -> Status {
         Status::unavailable(format!("{why}; resume with after_sequence={}", self.sent))
     }
+}
+
+/// Rides out a database that is away for [`DATABASE_PATIENCE`] from when it was first found
+/// away (`since`), then ends the stream.
+fn patience(since: &mut Option<Instant>, e: crate::store::StoreError) -> Result<(), Status> {
+    let first = *since.get_or_insert_with(Instant::now);
+    if first.elapsed() > DATABASE_PATIENCE {
+        return Err(crate::usecase::Error::Unavailable(e).into());
+    }
+    Ok(())
 }

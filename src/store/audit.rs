@@ -103,16 +103,21 @@ impl Store {
     ) -> Result<Vec<AuditEvent>> {
         use audit_event::Column as C;
         use sea_orm::QuerySelect;
-        audit_event::Entity::find()
-            .filter(C::TenantId.eq(tenant.as_str()))
-            .filter(C::Sequence.gt(after))
-            .order_by_asc(C::Sequence)
-            .limit(limit)
-            .all(&*self.read().await?)
-            .await?
-            .into_iter()
-            .map(event)
-            .collect()
+        // On the complete host: see `Store::read_on_complete_host`.
+        self.read_on_complete_host(|db| {
+            Box::pin(
+                audit_event::Entity::find()
+                    .filter(C::TenantId.eq(tenant.as_str()))
+                    .filter(C::Sequence.gt(after))
+                    .order_by_asc(C::Sequence)
+                    .limit(limit)
+                    .all(db),
+            )
+        })
+        .await?
+        .into_iter()
+        .map(event)
+        .collect()
     }
 }
 

@@ -61,7 +61,7 @@ impl Store {
     /// Change-log rows numbered above `floor`, in order.
     pub(crate) async fn changes_after(&self, floor: i64, limit: u64) -> Result<Vec<ChangeRow>> {
         let rows = self
-            .read_on_reads_host(|db| {
+            .read_on_complete_host(|db| {
                 Box::pin(
                     change::Entity::find()
                         .filter(change::Column::Seq.gt(floor))
@@ -86,7 +86,7 @@ impl Store {
             any = any.add(change::Column::Seq.between(start, end));
         }
         let rows = self
-            .read_on_reads_host(|db| {
+            .read_on_complete_host(|db| {
                 Box::pin(
                     change::Entity::find()
                         .filter(any.clone())
@@ -102,7 +102,7 @@ impl Store {
     /// The highest change number so far (0 when there is none).
     pub(crate) async fn last_change(&self) -> Result<i64> {
         let row = self
-            .read_on_reads_host(|db| {
+            .read_on_complete_host(|db| {
                 Box::pin(
                     change::Entity::find()
                         .order_by_desc(change::Column::Seq)

@@ -387,8 +387,8 @@ impl Store {
         Ok(self.counted(&self.cluster.complete()?.db))
     }
 
-    /// The pool for one read that must see every change acknowledged before it began (the
-    /// change log, a token's or a principal's row at its first validation, `List`): the
+    /// The pool for one read that must see every change acknowledged before it began (a
+    /// token's or a principal's row at its first validation, `List`, the directory): the
     /// read host (`--database-read-url`) once it has applied everything the primary had
     /// written when this was called — so a token that `Generate` returned on any replica
     /// is found there — else the complete host. A read host that has not caught up within
@@ -475,11 +475,16 @@ impl Store {
         self.read_watching_hosts(read, true).await
     }
 
-    /// Runs `read` on the host reads go to, and fails at once (`FailingOver`) if the probes
-    /// move reads to another host before it ends, or if its host is found away: for the
-    /// change-log follower, which must take its position again on the new host (and wait
-    /// for it to apply what it received) rather than read on there as if nothing happened.
-    async fn read_on_reads_host<T>(
+    /// Runs `read` on the complete host — the primary, or during a failover the synchronous
+    /// standby; never a read host — and fails at once (`FailingOver`) if the probes move the
+    /// complete host before it ends: for the change-log follower, which must take its
+    /// position again on the new host (and wait for it to apply what it received) rather
+    /// than read on there as if nothing happened, and for the audit trail's watchers. Not a
+    /// read host: an asynchronous standby may already show a commit that the synchronous one
+    /// lacks and that a failover loses — and whose change number, or audit sequence, the
+    /// promoted standby then hands out again to another change, which a reader that took
+    /// the lost one for seen would skip.
+    async fn read_on_complete_host<T>(
         &self,
         read: impl for<'c> Fn(
             &'c DatabaseConnection,
@@ -501,7 +506,11 @@ impl Store {
         // A read that may go elsewhere also leaves a read host found away.
         failover.reader_too = try_elsewhere;
         loop {
-            let conn = self.read().await?;
+            let conn = if try_elsewhere {
+                self.read().await?
+            } else {
+                self.complete()?
+            };
             let Some(result) = failover.race(read(&conn)).await else {
                 if try_elsewhere {
                     continue;

@@ -98,6 +98,10 @@ impl Access {
             None => match self.core.validator.cached_tenant(&id) {
                 Some(None) => return,
                 Some(Some(t)) => Some(t),
+                // The wrong namespace is refused before any lookup: a string naming an id
+                // this replica has not seen costs nothing to send, so it is not looked up
+                // either (a flood of them would crowd out the lookups of wrong secrets).
+                None if reason == Reason::WrongNamespace => return,
                 None => None,
             },
         };

@@ -366,6 +366,9 @@ async fn wrong_secrets_namespaces_and_bearers_are_events_strangers_are_not() {
     let id = t.token.unwrap().id;
     let forged = crate::tokens::forge(&format!("jta_{id}{}", "A".repeat(43)));
     assert!(!validate_from(&app, &forged, Namespace::Api, "").await);
+    // The wrong namespace is recorded for a token the replica has seen (the string is
+    // refused before any lookup).
+    assert!(validate_from(&app, &t.secret, Namespace::Api, "").await);
     assert!(!validate_from(&app, &t.secret, Namespace::Siem, "198.51.100.1").await);
     let stranger = crate::tokens::forge(&format!("jta_{}{}", "Z".repeat(22), "A".repeat(43)));
     assert!(!validate_from(&app, &stranger, Namespace::Api, "").await);

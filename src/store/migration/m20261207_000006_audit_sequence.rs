@@ -42,12 +42,15 @@ impl MigrationTrait for Migration {
         )
         .await?;
         // The events written so far, numbered per tenant in the order of their global number
-        // (`seq`, the order they were written in); then each tenant's last number. Both
-        // statements are the same SQL on SQLite and PostgreSQL.
+        // (`seq`, the order they were written in), in one pass; then each tenant's last
+        // number. Both statements are the same SQL on SQLite (3.33 and later: UPDATE … FROM)
+        // and PostgreSQL.
         let db = m.get_connection();
         db.execute_unprepared(
-            "UPDATE audit_events SET sequence = (SELECT COUNT(*) FROM audit_events AS e \
-             WHERE e.tenant_id = audit_events.tenant_id AND e.seq <= audit_events.seq)",
+            "UPDATE audit_events SET sequence = numbered.n \
+             FROM (SELECT seq, ROW_NUMBER() OVER (PARTITION BY tenant_id ORDER BY seq) AS n \
+                   FROM audit_events) AS numbered \
+             WHERE audit_events.seq = numbered.seq",
         )
         .await?;
         db.execute_unprepared(
