@@ -272,7 +272,11 @@ impl ReadWent {
 }
 
 /// Whether `reader`, a standby, applies within `within` everything `primary` had written when
-/// this was called (its WAL insert position: every commit visible there ends before it).
+/// this was called: its WAL flush position. A commit is visible on the primary only once it
+/// is flushed (with `synchronous_commit` at `on` or above, as jeton's guarantees need), so
+/// every visible commit ends at or before it; and unlike the insert position, which points
+/// past the page header when the last record ends on a page boundary or the WAL switched
+/// segments, a standby that has applied everything reaches it on an idle primary.
 async fn caught_up_with(
     primary: &DatabaseConnection,
     reader: &DatabaseConnection,
@@ -281,7 +285,7 @@ async fn caught_up_with(
     let position: Option<String> = primary
         .query_one_raw(sea_orm::Statement::from_string(
             sea_orm::DbBackend::Postgres,
-            "SELECT pg_current_wal_insert_lsn()::text AS lsn",
+            "SELECT pg_current_wal_flush_lsn()::text AS lsn",
         ))
         .await?
         .and_then(|r| r.try_get("", "lsn").ok());
