@@ -25,8 +25,11 @@ use tokio::sync::mpsc;
 pub(crate) const WINDOW: TimeDelta = TimeDelta::minutes(1);
 /// Refusals noted and not yet counted; beyond, they are dropped (and counted in a metric).
 const QUEUE: usize = 4096;
-/// How often noted refusals are counted and reported.
+/// How often the reporter runs when nothing wakes it (for the sweep).
 pub(crate) const REPORT_EVERY: Duration = Duration::from_secs(1);
+/// Least time between two rounds: a refusal after a quiet spell is reported at once, a flood
+/// in rounds at most this often.
+const ROUND_GAP: Duration = Duration::from_millis(50);
 /// Most ids of unknown tenant looked up in the database per round.
 const LOOKUPS_PER_ROUND: usize = 256;
 /// Rounds between two sweeps for refusals whose minute ended with no new refusal.
@@ -60,6 +63,8 @@ pub(crate) struct Refused {
 pub(crate) struct Refusals {
     tx: mpsc::Sender<Refused>,
     rx: Mutex<Option<mpsc::Receiver<Refused>>>,
+    /// Wakes the reporter when a refusal is noted.
+    wake: tokio::sync::Notify,
 }
 
 impl Default for Refusals {
@@ -68,6 +73,7 @@ impl Default for Refusals {
         Self {
             tx,
             rx: Mutex::new(Some(rx)),
+            wake: tokio::sync::Notify::new(),
         }
     }
 }
@@ -78,11 +84,13 @@ impl Refusals {
         if !recorded(refused.reason) {
             return;
         }
-        if self.tx.try_send(refused).is_err()
-            && let Some(m) = crate::metrics::get()
-        {
-            m.refusals_dropped.increment(1);
+        if self.tx.try_send(refused).is_err() {
+            if let Some(m) = crate::metrics::get() {
+                m.refusals_dropped.increment(1);
+            }
+            return;
         }
+        self.wake.notify_one();
     }
 
     /// Starts reporting what is noted, every [`REPORT_EVERY`], until the task is stopped
@@ -99,15 +107,25 @@ impl Refusals {
             move |mut stop| async move {
                 let mut tick = tokio::time::interval(REPORT_EVERY);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut round = 0u32;
+                let mut last_sweep = std::time::Instant::now();
+                let mut last_round = std::time::Instant::now();
                 loop {
                     tokio::select! {
                         biased;
                         _ = &mut stop => break,
+                        () = core.refusals.wake.notified() => {}
                         _ = tick.tick() => {}
                     }
-                    round = round.wrapping_add(1);
-                    report(&core, &mut rx, round.is_multiple_of(SWEEP_EVERY_ROUNDS)).await;
+                    let since = last_round.elapsed();
+                    if since < ROUND_GAP {
+                        tokio::time::sleep(ROUND_GAP - since).await;
+                    }
+                    last_round = std::time::Instant::now();
+                    let sweep = last_sweep.elapsed() >= REPORT_EVERY * SWEEP_EVERY_ROUNDS;
+                    if sweep {
+                        last_sweep = std::time::Instant::now();
+                    }
+                    report(&core, &mut rx, sweep).await;
                 }
                 report(&core, &mut rx, false).await;
             },
