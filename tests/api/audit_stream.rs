@@ -244,18 +244,7 @@ async fn grpcurl_follows_the_trail() {
 
 /// The `AUDIT_ACTION_TOKEN_REFUSED` events about token `id`, oldest first.
 async fn refusals_of(app: &TestApp, id: &str) -> Vec<proto::AuditEvent> {
-    let mut events = app
-        .directory(&app.admin)
-        .await
-        .list_audit_events(proto::ListAuditEventsRequest {
-            target: id.to_owned(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events;
+    let mut events = app.audit_events(&app.admin, id).await;
     events.retain(|e| e.action == proto::AuditAction::TokenRefused as i32);
     events.reverse();
     events

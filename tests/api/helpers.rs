@@ -517,6 +517,30 @@ impl TestApp {
             .into_inner()
     }
 
+    /// Every audit event of `bearer`'s tenant (about `target` when not empty), newest first,
+    /// through `ListAuditEvents`, page after page.
+    pub async fn audit_events(&self, bearer: &str, target: &str) -> Vec<proto::AuditEvent> {
+        let mut dir = self.directory(bearer).await;
+        let mut events = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = dir
+                .list_audit_events(proto::ListAuditEventsRequest {
+                    target: target.to_owned(),
+                    page_size: 1000,
+                    page_token,
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            events.extend(page.events);
+            if page.next_page_token.is_empty() {
+                return events;
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
     /// Every token of one List call (a single page of up to 1000).
     pub async fn list(
         &self,

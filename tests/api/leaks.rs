@@ -135,17 +135,8 @@ async fn events(
     target: &str,
     action: AuditAction,
 ) -> Vec<proto::AuditEvent> {
-    app.directory(bearer)
+    app.audit_events(bearer, target)
         .await
-        .list_audit_events(proto::ListAuditEventsRequest {
-            target: target.to_owned(),
-            page_size: 1000,
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .events
         .into_iter()
         .filter(|e| e.action() == action)
         .collect()
